@@ -1,0 +1,12 @@
+"""mmela: Efficient Layer Attention (ELA) for MMDetection and MMPretrain.
+
+``custom_imports = dict(imports=['mmela'])`` in a config registers the
+layer-attention backbones (``ELAResNet``, ``ELAResNetCIFAR``) and the
+``ELAPruningHook``.
+"""
+from .compat import allow_mmengine_checkpoint_types
+from .models import *  # noqa: F401,F403 (registers the backbones)
+
+__version__ = '0.1.0'
+
+allow_mmengine_checkpoint_types()

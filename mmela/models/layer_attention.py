@@ -1,0 +1,163 @@
+"""Layer attention modules: MRLA-L ('light') and MRLA-B ('base').
+
+One module sits at the end of every block of a layer-attention ResNet stage.
+Given the block's output ``x^l`` it retrieves from the earlier blocks of the
+stage and returns ``x^l + BN(o^l)`` (SPEC section 1).
+
+Every module owns a *retrieval mask* (a persistent buffer, 1 = retrieval on).
+With the mask at 0 the module returns ``x^l`` unchanged: no query, key or
+value, no depthwise conv, and (MRLA-B) nothing is offered to later blocks. The
+forward pass reads a Python mirror of the mask, so checking it costs no device
+synchronisation; the mirror follows the buffer through ``set_retrieval`` and
+``load_state_dict``.
+"""
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .attention_distribution import base_attention_distribution
+from .norm import build_norm
+
+LAYER_ATTENTION_TYPES = (None, 'light', 'base')
+
+
+def eca_kernel_size(channels: int) -> int:
+    """Kernel of the 1-D query/key convs: ECA's ``int(|log2(C) + 1| / 2)``,
+    made odd so the conv keeps the channel count."""
+    t = int(abs((math.log2(channels) + 1) / 2))
+    return t if t % 2 else t + 1
+
+
+class _LayerAttention(nn.Module):
+    """What MRLA-L and MRLA-B share: the query/key/value projections, the
+    output norm, the retrieval mask and attention recording.
+
+    Args:
+        channels (int): Channels ``C`` of the block output.
+        head_dim (int): Channels per head. Default: 32 (the paper's
+            ``dim_perhead``); clipped to ``C`` for narrower blocks.
+        norm_cfg (dict): Norm layer after the retrieval.
+            Default: ``dict(type='BN')``.
+    """
+
+    def __init__(self, channels: int, head_dim: int = 32,
+                 norm_cfg: Optional[dict] = None):
+        super().__init__()
+        head_dim = min(head_dim, channels)
+        if channels % head_dim:
+            raise ValueError(f'channels ({channels}) must be a multiple of '
+                             f'head_dim ({head_dim})')
+        self.channels = channels
+        self.head_dim = head_dim
+        self.num_heads = channels // head_dim
+        self.scale = head_dim**-0.5
+        k = eca_kernel_size(channels)
+        # Query and key in one conv: two output maps over the channel axis.
+        self.qk = nn.Conv1d(1, 2, k, padding=k // 2, bias=False)
+        self.value = nn.Conv2d(
+            channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.norm = build_norm(norm_cfg or dict(type='BN'), channels)
+        self.register_buffer('retrieval_mask', torch.ones((), dtype=torch.bool))
+        self._retrieval_on = True
+        self.recording = False
+        self.record: Dict[str, Tensor] = {}
+
+    @property
+    def retrieval_on(self) -> bool:
+        return self._retrieval_on
+
+    def set_retrieval(self, on: bool) -> None:
+        """Switch this block's retrieval on or off (buffer and mirror)."""
+        self.retrieval_mask.fill_(bool(on))
+        self._retrieval_on = bool(on)
+        if not on:
+            self.record = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._retrieval_on = bool(self.retrieval_mask)
+
+    def query_key(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``q, k`` of shape ``(B, heads, head_dim)`` from ``GAP(x)``."""
+        pooled = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C)
+        q, k = self.qk(pooled).unflatten(2, (self.num_heads, self.head_dim)) \
+            .unbind(1)
+        return q, k
+
+    def per_channel(self, per_head: Tensor) -> Tensor:
+        """Repeat ``(B, heads, ...)`` weights to ``(B, C, ...)``."""
+        return per_head.repeat_interleave(self.head_dim, dim=1)
+
+    def extra_repr(self) -> str:
+        return (f'channels={self.channels}, heads={self.num_heads}, '
+                f'retrieval_on={self._retrieval_on}')
+
+
+class LightLayerAttention(_LayerAttention):
+    """MRLA-L: ``o^l = lambda^l * o^{l-1} + sigma(q^l . k^l / sqrt(d)) v^l``.
+
+    As in the published MRLA code, ``o^{l-1}`` is approximated by the block's
+    (projected) input, so a block needs nothing from the blocks before it and
+    pruning one changes no other block's computation.
+    """
+
+    def __init__(self, channels: int, head_dim: int = 32,
+                 norm_cfg: Optional[dict] = None):
+        super().__init__(channels, head_dim, norm_cfg)
+        self.lambda_ = nn.Parameter(torch.randn(channels, 1, 1))
+
+    def forward(self, x: Tensor, identity: Tensor,
+                memory: Optional[list] = None) -> Tensor:
+        if not self._retrieval_on:
+            return x
+        q, k = self.query_key(x)
+        gate = torch.sigmoid((q * k).sum(-1) * self.scale)  # (B, heads)
+        if self.recording:
+            self.record = dict(
+                gate=gate.detach().float().mean(0),
+                decay=self.lambda_.detach().float().abs().flatten())
+        out = torch.addcmul(identity * self.lambda_, self.value(x),
+                            self.per_channel(gate)[:, :, None, None])
+        return x + self.norm(out)
+
+
+class BaseLayerAttention(_LayerAttention):
+    """MRLA-B: ``o^l = sum_i softmax(q^l . K^l / sqrt(d))_i v^i``.
+
+    ``memory`` is the stage's list of ``(key, value)`` of the earlier
+    retrieving blocks; this block appends its own. A pruned block appends
+    nothing, so later blocks never see it (it is dropped, not zero-filled).
+    """
+
+    def forward(self, x: Tensor, identity: Tensor,
+                memory: List[Tuple[Tensor, Tensor]]) -> Tensor:
+        if not self._retrieval_on:
+            return x
+        q, k = self.query_key(x)
+        memory.append((k, self.value(x)))
+        keys = torch.stack([key for key, _ in memory], dim=2)  # (B,h,l,d)
+        attention = torch.softmax(
+            (keys @ q.unsqueeze(-1)).squeeze(-1) * self.scale, dim=-1)
+        if self.recording:
+            self.record = dict(
+                distribution=base_attention_distribution(
+                    attention.detach().float()))
+        # One batched (HW x l) @ (l x 1) product per (sample, channel).
+        values = torch.stack([value for _, value in memory], dim=-1)
+        out = values.flatten(2, 3) @ self.per_channel(attention).unsqueeze(-1)
+        return x + self.norm(out.view_as(x))
+
+
+def build_layer_attention(kind: Optional[str], channels: int,
+                          norm_cfg: Optional[dict] = None,
+                          head_dim: int = 32) -> Optional[_LayerAttention]:
+    """Build the layer attention of one block; ``None`` for a plain block."""
+    if kind not in LAYER_ATTENTION_TYPES:
+        raise ValueError(f'layer_attention must be one of '
+                         f'{list(LAYER_ATTENTION_TYPES)}, got {kind!r}')
+    if kind is None:
+        return None
+    cls = LightLayerAttention if kind == 'light' else BaseLayerAttention
+    return cls(channels, head_dim=head_dim, norm_cfg=norm_cfg)
