@@ -4,9 +4,11 @@
 layer-attention backbones (``ELAResNet``, ``ELAResNetCIFAR``) and the
 ``ELAPruningHook``.
 """
-from .compat import allow_mmengine_checkpoint_types
+from .compat import allow_cpu_distributed, allow_mmengine_checkpoint_types
+from .hooks import ELAPruningHook  # noqa: F401 (registers the hook)
 from .models import *  # noqa: F401,F403 (registers the backbones)
 
 __version__ = '0.1.0'
 
 allow_mmengine_checkpoint_types()
+allow_cpu_distributed()
