@@ -1,0 +1,51 @@
+"""What a user does: add ``custom_imports`` to a config they already have."""
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+DET_CONFIG = """
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmela'], allow_failed_imports=False)
+model = dict(backbone=dict(type='ELAResNet', layer_attention='light'))
+custom_hooks = [dict(type='ELAPruningHook', windows=[1, 7], tau=0.2)]
+"""
+
+CLS_CONFIG = """
+_base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
+custom_imports = dict(imports=['mmela'], allow_failed_imports=False)
+model = dict(backbone=dict(type='ELAResNet', layer_attention='base'))
+custom_hooks = [dict(type='ELAPruningHook', windows=[(1, 3), (51, 53)],
+                     tau=0.25)]
+"""
+
+
+@pytest.mark.parametrize('text,package', [(DET_CONFIG, 'mmdet'),
+                                          (CLS_CONFIG, 'mmpretrain')])
+def test_existing_config_with_custom_imports_builds_ela(tmp_path, text,
+                                                        package):
+    pytest.importorskip(package)
+    path = tmp_path / 'user_config.py'
+    path.write_text(text)
+    cfg = Config.fromfile(str(path))  # imports mmela via custom_imports
+    assert cfg.default_scope == package
+    init_default_scope(cfg.default_scope)
+    from mmengine.registry import HOOKS, MODELS
+    model = MODELS.build(cfg.model)
+    assert type(model.backbone).__name__ == 'ELAResNet'
+    assert model.backbone.layer_attention == cfg.model.backbone.layer_attention
+    # Untouched stock settings are still there.
+    assert model.backbone.depth == 50
+    hook = HOOKS.build(cfg.custom_hooks[0])
+    assert type(hook).__name__ == 'ELAPruningHook'
+
+
+@pytest.mark.parametrize('missing', ['mmdet', 'mmpretrain'])
+def test_mmela_imports_with_only_one_codebase(missing):
+    code = (f'import sys; sys.modules[{missing!r}] = None; import mmela; '
+            f'from mmela.models import ELAResNet; ELAResNet(18)')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
