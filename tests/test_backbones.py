@@ -248,3 +248,13 @@ def test_plain_backbone_has_no_retrievals():
     model = ELAResNet(18, layer_attention=None)
     with pytest.raises(RuntimeError, match='layer_attention=None'):
         model.get_masks()
+
+
+def test_zero_init_residual_zeroes_the_last_norm_unless_pretrained():
+    model = ELAResNet(50)
+    model.init_weights()
+    assert model.layer2[1].bn3.weight.abs().sum() == 0
+    assert model.layer2[1].bn2.weight.abs().sum() > 0
+    cifar = ELAResNetCIFAR(20)  # zero_init_residual defaults to False
+    cifar.init_weights()
+    assert cifar.layer1[1].bn3.weight.abs().sum() > 0

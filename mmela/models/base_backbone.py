@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -25,14 +26,21 @@ from .layer_attention import (LAYER_ATTENTION_TYPES, BaseLayerAttention,
 class LayerAttentionResNetBase(BaseModule):
     """Base class of :class:`ELAResNet` and :class:`ELAResNetCIFAR`.
 
-    Subclasses build the stem in ``forward_stem`` and register their stages,
-    naming them in ``self.res_layers``.
+    Subclasses build a stem of ``conv1``, ``bn1`` (and whatever follows,
+    applied in ``forward_stem``) and register their stages, naming them in
+    ``self.res_layers``. Arguments as in the subclasses.
     """
 
-    def __init__(self, layer_attention: Optional[str], out_indices: Sequence[int],
-                 num_stages: int, frozen_stages: int, norm_eval: bool,
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
+    default_init_cfg = [
+        dict(type='Kaiming', layer=['Conv2d']),
+        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+    ]
+
+    def __init__(self, layer_attention: Optional[str],
+                 out_indices: Sequence[int], num_stages: int,
+                 frozen_stages: int, norm_eval: bool,
+                 zero_init_residual: bool, init_cfg=None):
+        super().__init__(init_cfg=init_cfg or self.default_init_cfg)
         if layer_attention not in LAYER_ATTENTION_TYPES:
             raise ValueError(f'layer_attention must be one of '
                              f'{list(LAYER_ATTENTION_TYPES)}, got '
@@ -51,13 +59,11 @@ class LayerAttentionResNetBase(BaseModule):
         self.num_stages = num_stages
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.zero_init_residual = zero_init_residual
         self.res_layers: List[str] = []
         self._la_modules = None
 
     # ------------------------------------------------------------- forward
-    def stem_modules(self) -> List[nn.Module]:
-        raise NotImplementedError
-
     def forward_stem(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -93,11 +99,20 @@ class LayerAttentionResNetBase(BaseModule):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def init_weights(self) -> None:
+        super().init_weights()
+        pretrained = isinstance(self.init_cfg, dict) and \
+            self.init_cfg.get('type') == 'Pretrained'
+        if self.zero_init_residual and not pretrained:
+            for stage in self.stages():
+                for block in stage:
+                    constant_init(block.last_norm, 0)
+
     # --------------------------------------------------- train / freezing
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
-        frozen = self.stem_modules() + [
+        frozen = [self.conv1, self.bn1] + [
             getattr(self, name) for name in self.res_layers[:self.frozen_stages]
         ]
         for module in frozen:

@@ -1,7 +1,6 @@
 """ELAResNet: the ImageNet / COCO ResNet with layer attention."""
 from typing import Optional, Sequence
 
-from mmengine.model.weight_init import constant_init
 from torch import Tensor, nn
 
 from ..registry import MODELS
@@ -89,16 +88,11 @@ class ELAResNet(LayerAttentionResNetBase):
             raise ValueError(f'strides and dilations need {num_stages} '
                              f'entries (num_stages), got {tuple(strides)} '
                              f'and {tuple(dilations)}')
-        if init_cfg is None:
-            init_cfg = [
-                dict(type='Kaiming', layer=['Conv2d']),
-                dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
-            ]
         super().__init__(layer_attention, out_indices, num_stages,
-                         frozen_stages, norm_eval, init_cfg)
+                         frozen_stages, norm_eval, zero_init_residual,
+                         init_cfg)
         norm_cfg = norm_cfg or dict(type='BN', requires_grad=True)
         self.depth = depth
-        self.zero_init_residual = zero_init_residual
         block, stage_blocks = self.arch_settings[depth]
 
         self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2,
@@ -120,17 +114,5 @@ class ELAResNet(LayerAttentionResNetBase):
             self.res_layers.append(f'layer{i + 1}')
         self.feat_dim = in_ch
 
-    def stem_modules(self):
-        return [self.conv1, self.bn1]
-
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-    def init_weights(self):
-        super().init_weights()
-        pretrained = isinstance(self.init_cfg, dict) and \
-            self.init_cfg.get('type') == 'Pretrained'
-        if self.zero_init_residual and not pretrained:
-            for stage in self.stages():
-                for block in stage:
-                    constant_init(block.last_norm, 0)

@@ -7,7 +7,6 @@ strides 1 / 2 / 2. ResNet-20 / 56 / 110 have n = 2 / 6 / 12.
 """
 from typing import Optional, Sequence
 
-from mmengine.model.weight_init import constant_init
 from torch import Tensor, nn
 
 from ..registry import MODELS
@@ -56,16 +55,10 @@ class ELAResNetCIFAR(LayerAttentionResNetBase):
         if not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
             raise ValueError(f'depth must be 9n + 2 with n >= 1 (e.g. 20, 56, '
                              f'110), got {depth!r}')
-        if init_cfg is None:
-            init_cfg = [
-                dict(type='Kaiming', layer=['Conv2d']),
-                dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
-            ]
         super().__init__(layer_attention, out_indices, 3, frozen_stages,
-                         norm_eval, init_cfg)
+                         norm_eval, zero_init_residual, init_cfg)
         norm_cfg = norm_cfg or dict(type='BN')
         self.depth = depth
-        self.zero_init_residual = zero_init_residual
         num_blocks = (depth - 2) // 9
 
         stem_channels = self.stage_planes[0]
@@ -86,15 +79,5 @@ class ELAResNetCIFAR(LayerAttentionResNetBase):
             self.res_layers.append(f'layer{i + 1}')
         self.feat_dim = in_ch
 
-    def stem_modules(self):
-        return [self.conv1, self.bn1]
-
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.relu(self.bn1(self.conv1(x)))
-
-    def init_weights(self):
-        super().init_weights()
-        if self.zero_init_residual:
-            for stage in self.stages():
-                for block in stage:
-                    constant_init(block.last_norm, 0)
