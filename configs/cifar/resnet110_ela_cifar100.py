@@ -1,0 +1,9 @@
+# ELA ResNet-110 on CIFAR-100 (paper Table 1: 76.25 top-1). KL averaged over
+# epochs 1-3, 45-48 and 91-93; EBQM with Beta(5, 1), tau 0.3.
+_base_ = '../_base_/cifar100_ela_resnet.py'
+
+model = dict(backbone=dict(depth=110, layer_attention='light'))
+custom_hooks = [
+    dict(type='ELAPruningHook', windows=[(1, 3), (45, 48), (91, 93)],
+         alpha=5.0, beta=1.0, tau=0.3)
+]

@@ -1,0 +1,5 @@
+# MRLA-B ResNet-56 on CIFAR-100 (the reference of the paper's training-time
+# comparison, Fig. 4).
+_base_ = '../_base_/cifar100_ela_resnet.py'
+
+model = dict(backbone=dict(depth=56, layer_attention='base'))

@@ -1,0 +1,481 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share.
+
+One implementation for detection and classification configs: the config's
+``default_scope`` (``'mmdet'`` or ``'mmpretrain'``, set by the stock
+``_base_`` runtime every mmela config inherits) picks the few things that
+differ between mmdet's and mmpretrain's own tools:
+
+- mmpretrain's dataloaders default to ``default_collate`` (mmdet configs set
+  their own collate function), with ``pin_memory`` and, when there are
+  workers, ``persistent_workers`` on;
+- ``--out``: mmdet dumps detections with ``DumpDetResults``, mmpretrain dumps
+  predictions with ``DumpResults`` (or, ``--out-item metrics``, the metrics);
+- ``--show-dir``: mmdet's ``DetVisualizationHook`` draws into
+  ``test_out_dir``, mmpretrain's ``VisualizationHook`` into ``out_dir``.
+
+Before the ``Runner`` exists (so before anything is written to the work
+dir), :func:`preflight` checks what a user most often gets wrong: dataset
+paths, ELAPruningHook windows against the schedule, the backbone config and
+checkpoint paths. A problem there is a :class:`ConfigError`, which the tools
+print as one ``error: ...`` line (exit status 2); anything else keeps its
+traceback.
+"""
+import argparse
+import contextlib
+import copy
+import inspect
+import os
+import os.path as osp
+import sys
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.registry import (DATASETS, HOOKS, LOOPS, MODELS, RUNNERS,
+                               init_default_scope)
+from mmengine.runner import EpochBasedTrainLoop, Runner
+
+SCOPES = ('mmdet', 'mmpretrain')
+
+
+class ConfigError(Exception):
+    """Something the user has to fix in the config or on the command line;
+    the message says what, in one line."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`ConfigError` into one ``error:`` line on stderr and
+    exit status 2 (argparse's status for bad usage)."""
+    try:
+        yield
+    except ConfigError as e:
+        # Under torchrun every rank fails the same way: say it once.
+        if os.environ.get('RANK', '0') == '0':
+            message = ' '.join(str(e).split())
+            print(f'error: {message}', file=sys.stderr)
+        sys.exit(2)
+
+
+# ------------------------------------------------------------ arguments
+def _parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
+    return parser
+
+
+def _add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, xxx=yyy pairs merged into it, '
+        'e.g. train_cfg.max_epochs=24 or key="[a,b]"; no white space.')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher (dist_train.sh: pytorch)')
+    parser.add_argument(
+        '--no-pin-memory', action='store_true',
+        help='disable pin_memory in the dataloaders')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def _finish(parser: argparse.ArgumentParser,
+            argv: Optional[List[str]]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = _parser('Train a detector or classifier (mmdet / mmpretrain '
+                     'config) with mmela')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or without a path from the '
+        'latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual batch '
+                        'size over auto_scale_lr.base_batch_size')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate during training')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='disable persistent_workers in the dataloaders')
+    _add_common_args(parser)
+    return _finish(parser, argv)
+
+
+def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = _parser('Test (and evaluate) a detector or classifier with '
+                     'mmela')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the metrics file goes '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--out', help='dump predictions to this .pkl file (classification '
+        'with --out-item metrics: the metrics, .json/.yaml/.pkl)')
+    parser.add_argument(
+        '--out-item', choices=['pred', 'metrics'],
+        help='classification only: what --out holds (default: pred)')
+    parser.add_argument('--show-dir', help='draw predictions into this '
+                        'directory (inside the run\'s timestamped dir)')
+    parser.add_argument('--show', action='store_true',
+                        help='show predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each shown image stays (--show)')
+    parser.add_argument('--interval', type=int, default=1,
+                        help='classification: draw every n-th sample')
+    parser.add_argument('--amp', action='store_true',
+                        help='test in mixed precision (test_cfg.fp16)')
+    _add_common_args(parser)
+    return _finish(parser, argv)
+
+
+# --------------------------------------------------------------- config
+def load_config(args: argparse.Namespace) -> Config:
+    """Read the config, merge ``--cfg-options``, set the work dir and the
+    launcher, and make the config's scope the default one."""
+    if not osp.isfile(args.config):
+        raise ConfigError(f'config file {args.config} does not exist')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ConfigError(
+            f'{args.config}: default_scope must be one of {list(SCOPES)} '
+            f'(inherit a stock mmdet or mmpretrain config), got {scope!r}')
+    init_default_scope(scope)
+    cfg.launcher = args.launcher
+    # CLI > config > config file name, as in mmdet's and mmpretrain's tools.
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def apply_train_args(cfg: Config, args: argparse.Namespace) -> None:
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper '
+                              'is CUDA/NPU/MLU only): drop --amp on this '
+                              'machine')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ConfigError('--auto-scale-lr needs auto_scale_lr = '
+                              'dict(base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    _set_dataloader_defaults(cfg, args,
+                             ('train_dataloader', 'val_dataloader'))
+    use_available_devices(cfg)
+
+
+def apply_test_args(cfg: Config, args: argparse.Namespace) -> None:
+    if not _is_remote(args.checkpoint) and not osp.isfile(args.checkpoint):
+        raise ConfigError(f'checkpoint {args.checkpoint} does not exist')
+    cfg.load_from = args.checkpoint
+    if args.out_item is not None:
+        if cfg.default_scope != 'mmpretrain':
+            raise ConfigError('--out-item is for classification configs; '
+                              'detection --out always holds the detections')
+        if args.out is None:
+            raise ConfigError('--out-item needs --out FILE')
+    if args.out is not None and args.out_item != 'metrics' and \
+            not args.out.endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out {args.out}: predictions are dumped as '
+                          f'pickle, name the file *.pkl')
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+    if args.show or args.show_dir:
+        _enable_visualization(cfg, args)
+    _set_dataloader_defaults(cfg, args, ('test_dataloader', ))
+    use_available_devices(cfg)
+
+
+def _set_dataloader_defaults(cfg: Config, args: argparse.Namespace,
+                             fields: Tuple[str, ...]) -> None:
+    for field in fields:
+        loader = cfg.get(field)
+        if loader is None:
+            continue
+        if cfg.default_scope == 'mmpretrain':
+            # mmpretrain's tools add these; its dataset configs rely on them.
+            loader.setdefault('collate_fn', dict(type='default_collate'))
+            loader.setdefault('pin_memory', True)
+            if loader.get('num_workers', 0) > 0 and \
+                    not getattr(args, 'no_persistent_workers', False):
+                loader.setdefault('persistent_workers', True)
+        if args.no_pin_memory:
+            loader.pin_memory = False
+        if getattr(args, 'no_persistent_workers', False):
+            loader.persistent_workers = False
+
+
+def _enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ConfigError('--show/--show-dir need default_hooks.visualization '
+                          '(the stock runtime config has it)')
+    if cfg.default_scope == 'mmdet':
+        hook.draw = True
+        hook.show = args.show
+        hook.wait_time = args.wait_time
+        if args.show_dir:
+            hook.test_out_dir = args.show_dir
+    else:
+        hook.enable = True
+        hook.show = args.show
+        hook.wait_time = args.wait_time
+        hook.out_dir = args.show_dir
+        hook.interval = args.interval
+
+
+def use_available_devices(cfg: Config) -> None:
+    """On a machine without CUDA, distributed runs use gloo (NCCL needs
+    GPUs) and DDP gets no ``device_ids`` (see :mod:`mmela.compat`). With
+    CUDA the config is left as it is (NCCL, mmengine's default wrapper)."""
+    if torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
+        broadcast_buffers=False,  # mmengine's default wrapper settings
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if wrapper.get('type', 'MMDistributedDataParallel') == \
+            'MMDistributedDataParallel':
+        wrapper.type = 'AnyDeviceDistributedDataParallel'
+    cfg.model_wrapper_cfg = wrapper
+
+
+# ------------------------------------------------------------ pre-flight
+def preflight(cfg: Config, mode: str) -> None:
+    """Check, before anything is written, what would otherwise fail later
+    (often after hours): dataset paths, ELAPruningHook windows, the backbone,
+    checkpoint paths. Raises :class:`ConfigError`.
+
+    Args:
+        cfg (Config): The merged config, its scope the default scope.
+        mode (str): 'train' (train and, unless disabled, val data; hooks;
+            ``load_from`` and ``init_cfg`` checkpoints) or 'test' (test
+            data; the checkpoint is checked by :func:`apply_test_args`).
+    """
+    if mode == 'train':
+        loaders = ['train_dataloader']
+        if cfg.get('val_cfg') is not None:
+            loaders.append('val_dataloader')
+    else:
+        loaders = ['test_dataloader']
+    for name in loaders:
+        _check_dataset((cfg.get(name) or {}).get('dataset'),
+                       f'{name}.dataset')
+        evaluator = name.replace('dataloader', 'evaluator')
+        _check_evaluator(cfg.get(evaluator), evaluator)
+
+    has_ela_hook = False
+    if mode == 'train':
+        has_ela_hook = _check_ela_hooks(cfg)
+        _check_checkpoints(cfg)
+    _check_backbone(cfg, needs_layer_attention=has_ela_hook)
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in str(path)
+
+
+def _missing(path: str, key: str) -> ConfigError:
+    where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
+    return ConfigError(f'{key}: {path} does not exist{where}; put the data '
+                       f'there or point the config at it, e.g. '
+                       f'--cfg-options {key}=PATH')
+
+
+def _check_dataset(dataset: Optional[dict], key: str) -> None:
+    """``data_root``, ``ann_file`` and ``data_prefix`` of a dataset and of
+    the datasets a wrapper (Repeat-, ClassBalanced-, ConcatDataset) holds."""
+    if not dataset:
+        return
+    if dataset.get('dataset'):
+        _check_dataset(dataset['dataset'], f'{key}.dataset')
+    for i, inner in enumerate(dataset.get('datasets') or []):
+        _check_dataset(inner, f'{key}.datasets.{i}')
+    backend = (dataset.get('backend_args') or {}).get('backend', 'local')
+    data_root = dataset.get('data_root') or ''
+    if backend != 'local' or _is_remote(data_root):
+        return
+    if data_root and not osp.isdir(data_root):
+        if _downloads(dataset):  # e.g. mmpretrain's CIFAR (download=True)
+            return
+        raise _missing(data_root, f'{key}.data_root')
+    paths = [('ann_file', dataset.get('ann_file'))]
+    prefix = dataset.get('data_prefix')
+    if isinstance(prefix, dict):
+        paths += [(f'data_prefix.{k}', v) for k, v in prefix.items()]
+    else:
+        paths.append(('data_prefix', prefix))
+    for name, path in paths:
+        if not isinstance(path, str) or not path or _is_remote(path):
+            continue
+        full = osp.join(data_root, path)
+        if not osp.exists(full):
+            raise _missing(full, f'{key}.{name}')
+
+
+def _downloads(dataset: dict) -> bool:
+    """Whether the dataset fetches its files itself when they are missing
+    (its ``download`` argument, given or by default)."""
+    if 'download' in dataset:
+        return bool(dataset['download'])
+    dataset_cls = _registered(DATASETS, dataset.get('type'))
+    param = inspect.signature(dataset_cls).parameters.get('download') \
+        if dataset_cls else None
+    return bool(param is not None and param.default is True)
+
+
+def _registered(registry, name):
+    """The class registered as ``name`` in the default scope's registry
+    (what ``registry.build`` would use), or None."""
+    if not isinstance(name, str):
+        return name
+    with registry.switch_scope_and_registry(None) as scoped:
+        return scoped.get(name)
+
+
+def _check_evaluator(evaluator, key: str) -> None:
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else \
+        [evaluator]
+    for i, metric in enumerate(metrics):
+        path = (metric or {}).get('ann_file')
+        if isinstance(path, str) and not _is_remote(path) and \
+                not osp.isfile(path):
+            suffix = f'.{i}' if len(metrics) > 1 else ''
+            raise _missing(path, f'{key}{suffix}.ann_file')
+
+
+def _check_ela_hooks(cfg: Config) -> bool:
+    """Build each ELAPruningHook of ``custom_hooks`` (its constructor checks
+    the windows) and check the windows against the schedule, as the hook's
+    ``before_train`` would, but before the work dir exists. Returns whether
+    there is one."""
+    from mmela.hooks import ELAPruningHook
+    found = False
+    for i, hook_cfg in enumerate(cfg.get('custom_hooks') or []):
+        hook_type = hook_cfg.get('type')
+        name = hook_type if isinstance(hook_type, str) else \
+            getattr(hook_type, '__name__', '')
+        if name.split('.')[-1] != ELAPruningHook.__name__:
+            continue
+        try:
+            hook = HOOKS.build(copy.deepcopy(hook_cfg))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f'custom_hooks.{i} (ELAPruningHook): {e}')
+        train_cfg = cfg.get('train_cfg') or {}
+        if not _epoch_based(train_cfg):
+            raise ConfigError(
+                'ELAPruningHook needs epoch-based training: set train_cfg = '
+                'dict(by_epoch=True, max_epochs=...)')
+        last_window = hook.windows[-1]
+        max_epochs = train_cfg.get('max_epochs')
+        if max_epochs is not None and last_window[1] > max_epochs:
+            raise ConfigError(
+                f'custom_hooks.{i} (ELAPruningHook): window {last_window} '
+                f'ends after the last epoch (train_cfg.max_epochs='
+                f'{max_epochs}); move the window or lengthen the schedule')
+        found = True
+    return found
+
+
+def _epoch_based(train_cfg: dict) -> bool:
+    if 'type' not in train_cfg:
+        return bool(train_cfg.get('by_epoch', False))
+    loop = _registered(LOOPS, train_cfg['type'])
+    return isinstance(loop, type) and issubclass(loop, EpochBasedTrainLoop)
+
+
+def _check_checkpoints(cfg: Config) -> None:
+    """``load_from`` / ``--resume PATH`` and every local ``Pretrained``
+    checkpoint in the model's ``init_cfg`` (remote ones, such as
+    ``torchvision://resnet50``, are fetched by mmengine)."""
+    load_from = cfg.get('load_from')
+    if load_from and not _is_remote(load_from) and \
+            not osp.isfile(load_from):
+        flag = '--resume' if cfg.get('resume') else 'load_from'
+        raise ConfigError(f'{flag}: checkpoint {load_from} does not exist')
+    for key, init_cfg in _init_cfgs(cfg.get('model'), 'model'):
+        path = init_cfg.get('checkpoint')
+        if init_cfg.get('type') == 'Pretrained' and isinstance(path, str) \
+                and not _is_remote(path) and not osp.isfile(path):
+            raise ConfigError(
+                f'{key}.checkpoint: {path} does not exist; give a checkpoint '
+                f'file or torchvision://resnet50-style name')
+
+
+def _init_cfgs(node, key: str) -> Iterator[Tuple[str, dict]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == 'init_cfg':
+                values = value if isinstance(value, list) else [value]
+                for init_cfg in values:
+                    if isinstance(init_cfg, dict):
+                        yield f'{key}.init_cfg', init_cfg
+            else:
+                yield from _init_cfgs(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _init_cfgs(value, f'{key}.{i}')
+
+
+def _check_backbone(cfg: Config, needs_layer_attention: bool) -> None:
+    """Build the backbone once (weights are not loaded; the Runner builds
+    the model again). Constructor errors of a backbone (an unknown type, a
+    depth that does not exist, a misspelt argument) are config errors."""
+    model_cfg = cfg.get('model')
+    if not model_cfg:
+        raise ConfigError('the config has no model')
+    if 'backbone' not in model_cfg:
+        return  # not a backbone-based model: nothing of ours to check
+    try:
+        backbone = MODELS.build(copy.deepcopy(model_cfg.backbone))
+    except (ValueError, TypeError, KeyError, AssertionError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f'model.backbone: {message}')
+    if needs_layer_attention and \
+            getattr(backbone, 'layer_attention', None) is None:
+        raise ConfigError(
+            f'ELAPruningHook needs a backbone with layer attention, got '
+            f'{type(backbone).__name__} without: use ELAResNet or '
+            f"ELAResNetCIFAR with layer_attention='light' or 'base'")
+
+
+# ---------------------------------------------------------------- runner
+def build_runner(cfg: Config) -> Runner:
+    if cfg.default_scope == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def add_prediction_dump(runner: Runner, args: argparse.Namespace) -> None:
+    """``--out``: append the scope's dump metric to the test evaluator."""
+    if args.out is None or args.out_item == 'metrics':
+        return
+    if runner.cfg.default_scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dump
+    else:
+        from mmengine.evaluator import DumpResults as Dump
+    runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))

@@ -1,0 +1,43 @@
+"""Test (and evaluate) a checkpoint with an mmdet or mmpretrain config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+        [--out-item {pred,metrics}] [--show-dir DIR] [--show] [--amp]
+        [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+The flags are those of mmdet's and mmpretrain's ``tools/test.py``; the
+config's ``default_scope`` decides how ``--out`` and ``--show-dir`` work
+(see ``mmela/tools_utils.py``). A pruned ELA checkpoint evaluates as pruned:
+the retrieval masks are part of the weights. Missing data or checkpoint
+files end the run with one ``error:`` line and exit status 2.
+"""
+import os.path as osp
+import sys
+import warnings
+
+# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
+# mmcv do at import time; the warning is not actionable for users here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmengine  # noqa: E402
+
+from mmela.tools_utils import (add_prediction_dump,  # noqa: E402
+                               apply_test_args, build_runner, load_config,
+                               parse_test_args, preflight, user_errors)
+
+
+def main():
+    args = parse_test_args()
+    with user_errors():
+        cfg = load_config(args)
+        apply_test_args(cfg, args)
+        preflight(cfg, mode='test')
+    runner = build_runner(cfg)
+    add_prediction_dump(runner, args)
+    metrics = runner.test()
+    if args.out is not None and args.out_item == 'metrics':
+        mmengine.dump(metrics, args.out)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,39 @@
+"""Train with an mmdet or mmpretrain config (mmela's configs or your own).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--no-validate] [--cfg-options k=v ...]
+        [--launcher {none,pytorch,slurm,mpi}]
+
+The flags are those of mmdet's and mmpretrain's ``tools/train.py``; the
+config's ``default_scope`` decides which codebase's defaults apply (see
+``mmela/tools_utils.py``). Before anything is written to the work dir the
+config is checked (dataset paths, ELAPruningHook windows, backbone,
+checkpoints); a problem there ends the run with one ``error:`` line and exit
+status 2.
+"""
+import os.path as osp
+import sys
+import warnings
+
+# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
+# mmcv do at import time; the warning is not actionable for users here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmela.tools_utils import (apply_train_args, build_runner,  # noqa: E402
+                               load_config, parse_train_args, preflight,
+                               user_errors)
+
+
+def main():
+    args = parse_train_args()
+    with user_errors():
+        cfg = load_config(args)
+        apply_train_args(cfg, args)
+        preflight(cfg, mode='train')
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
