@@ -10,6 +10,11 @@ value, no depthwise conv, and (MRLA-B) nothing is offered to later blocks. The
 forward pass reads a Python mirror of the mask, so checking it costs no device
 synchronisation; the mirror follows the buffer through ``set_retrieval`` and
 ``load_state_dict``.
+
+Mixed precision: the attention scores (query . key, the sigmoid and the
+softmax) are computed in float32 (or float64) whatever the autocast dtype, and
+the weights are cast back to the feature dtype before they scale the values,
+so a block's output keeps the dtype a plain block's would have.
 """
 import math
 from typing import Dict, List, Optional, Tuple
@@ -80,10 +85,12 @@ class _LayerAttention(nn.Module):
         self._retrieval_on = bool(self.retrieval_mask)
 
     def query_key(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """``q, k`` of shape ``(B, heads, head_dim)`` from ``GAP(x)``."""
+        """``q, k`` of shape ``(B, heads, head_dim)`` from ``GAP(x)``, in
+        float32 at least (they only feed the attention scores)."""
         pooled = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C)
-        q, k = self.qk(pooled).unflatten(2, (self.num_heads, self.head_dim)) \
-            .unbind(1)
+        qk = self.qk(pooled)
+        qk = qk.to(torch.promote_types(qk.dtype, torch.float32))
+        q, k = qk.unflatten(2, (self.num_heads, self.head_dim)).unbind(1)
         return q, k
 
     def per_channel(self, per_head: Tensor) -> Tensor:
@@ -118,8 +125,9 @@ class LightLayerAttention(_LayerAttention):
             self.record = dict(
                 gate=gate.detach().float().mean(0),
                 decay=self.lambda_.detach().float().abs().flatten())
-        out = torch.addcmul(identity * self.lambda_, self.value(x),
-                            self.per_channel(gate)[:, :, None, None])
+        channel_gate = self.per_channel(gate.to(x.dtype))[:, :, None, None]
+        out = torch.addcmul(identity * self.lambda_.to(identity.dtype),
+                            self.value(x), channel_gate)
         return x + self.norm(out)
 
 
@@ -129,6 +137,11 @@ class BaseLayerAttention(_LayerAttention):
     ``memory`` is the stage's list of ``(key, value)`` of the earlier
     retrieving blocks; this block appends its own. A pruned block appends
     nothing, so later blocks never see it (it is dropped, not zero-filled).
+
+    The values are summed one by one (:func:`weighted_sum`) rather than
+    stacked into one tensor: stacking copies every earlier value again in
+    every block (quadratic in the stage's depth, in time and in the memory
+    autograd keeps), while the sum only reads them.
     """
 
     def forward(self, x: Tensor, identity: Tensor,
@@ -138,16 +151,27 @@ class BaseLayerAttention(_LayerAttention):
         q, k = self.query_key(x)
         memory.append((k, self.value(x)))
         keys = torch.stack([key for key, _ in memory], dim=2)  # (B,h,l,d)
+        # A product and a sum rather than a matmul, which autocast would
+        # run in half precision.
         attention = torch.softmax(
-            (keys @ q.unsqueeze(-1)).squeeze(-1) * self.scale, dim=-1)
+            (keys * q.unsqueeze(2)).sum(-1) * self.scale, dim=-1)
         if self.recording:
             self.record = dict(
                 distribution=base_attention_distribution(
                     attention.detach().float()))
-        # One batched (HW x l) @ (l x 1) product per (sample, channel).
-        values = torch.stack([value for _, value in memory], dim=-1)
-        out = values.flatten(2, 3) @ self.per_channel(attention).unsqueeze(-1)
-        return x + self.norm(out.view_as(x))
+        weights = self.per_channel(attention.to(x.dtype))  # (B, C, l)
+        out = weighted_sum([value for _, value in memory], weights)
+        return x + self.norm(out)
+
+
+def weighted_sum(values: List[Tensor], weights: Tensor) -> Tensor:
+    """``sum_i weights[:, :, i] * values[i]`` for ``(B, C, H, W)`` values and
+    ``(B, C, l)`` weights, without copying the values into one tensor."""
+    per_value = weights[:, :, None, None].unbind(-1)
+    out = values[0] * per_value[0]
+    for value, weight in zip(values[1:], per_value[1:]):
+        out = torch.addcmul(out, value, weight)  # one fused kernel per term
+    return out
 
 
 def build_layer_attention(kind: Optional[str], channels: int,
