@@ -35,6 +35,8 @@ from mmengine.registry import (DATASETS, HOOKS, LOOPS, MODELS, RUNNERS,
                                init_default_scope)
 from mmengine.runner import EpochBasedTrainLoop, Runner
 
+from .hooks import ELAPruningHook, check_backbone
+
 SCOPES = ('mmdet', 'mmpretrain')
 
 
@@ -370,7 +372,6 @@ def _check_ela_hooks(cfg: Config) -> bool:
     the windows) and check the windows against the schedule, as the hook's
     ``before_train`` would, but before the work dir exists. Returns whether
     there is one."""
-    from mmela.hooks import ELAPruningHook
     found = False
     for i, hook_cfg in enumerate(cfg.get('custom_hooks') or []):
         hook_type = hook_cfg.get('type')
@@ -387,13 +388,12 @@ def _check_ela_hooks(cfg: Config) -> bool:
             raise ConfigError(
                 'ELAPruningHook needs epoch-based training: set train_cfg = '
                 'dict(by_epoch=True, max_epochs=...)')
-        last_window = hook.windows[-1]
         max_epochs = train_cfg.get('max_epochs')
-        if max_epochs is not None and last_window[1] > max_epochs:
-            raise ConfigError(
-                f'custom_hooks.{i} (ELAPruningHook): window {last_window} '
-                f'ends after the last epoch (train_cfg.max_epochs='
-                f'{max_epochs}); move the window or lengthen the schedule')
+        if max_epochs is not None:
+            try:
+                hook.check_schedule(max_epochs)
+            except ValueError as e:
+                raise ConfigError(f'custom_hooks.{i} (ELAPruningHook): {e}')
         found = True
     return found
 
@@ -452,12 +452,11 @@ def _check_backbone(cfg: Config, needs_layer_attention: bool) -> None:
     except (ValueError, TypeError, KeyError, AssertionError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise ConfigError(f'model.backbone: {message}')
-    if needs_layer_attention and \
-            getattr(backbone, 'layer_attention', None) is None:
-        raise ConfigError(
-            f'ELAPruningHook needs a backbone with layer attention, got '
-            f'{type(backbone).__name__} without: use ELAResNet or '
-            f"ELAResNetCIFAR with layer_attention='light' or 'base'")
+    if needs_layer_attention:
+        try:
+            check_backbone(backbone, owner='the model')
+        except ValueError as e:
+            raise ConfigError(f'model.backbone: {e}')
 
 
 # ---------------------------------------------------------------- runner

@@ -46,17 +46,26 @@ def test_caffe_style_moves_the_stride_to_the_first_conv():
     assert ELAResNet(50).layer2[0].conv2.stride == (2, 2)
 
 
+def _resnet_params(module):
+    return [p for n, p in module.named_parameters()
+            if 'layer_attention' not in n]
+
+
 def test_frozen_stages_freeze_stem_and_stages_like_mmdet():
     model = ELAResNet(50, frozen_stages=1)
     model.train()
     for module in (model.conv1, model.bn1, model.layer1):
-        assert all(not p.requires_grad for p in module.parameters())
-        assert all(not m.training for m in module.modules())
+        assert all(not p.requires_grad for p in _resnet_params(module))
+    assert not model.bn1.training and not model.layer1[0].bn2.training
     assert all(p.requires_grad for p in model.layer2.parameters())
     assert model.layer2.training
+    # Layer attention is not in a ResNet checkpoint: it keeps training.
+    attention = model.layer1[2].layer_attention
+    assert attention.training
+    assert all(p.requires_grad for p in attention.parameters())
     cifar = ELAResNetCIFAR(20, frozen_stages=2)
     cifar.train()
-    assert not any(p.requires_grad for p in cifar.layer2.parameters())
+    assert not any(p.requires_grad for p in _resnet_params(cifar.layer2))
     assert all(p.requires_grad for p in cifar.layer3.parameters())
 
 
@@ -258,3 +267,22 @@ def test_zero_init_residual_zeroes_the_last_norm_unless_pretrained():
     cifar = ELAResNetCIFAR(20)  # zero_init_residual defaults to False
     cifar.init_weights()
     assert cifar.layer1[1].bn3.weight.abs().sum() > 0
+
+
+def test_a_resnet_checkpoint_starts_the_network_as_that_resnet(tmp_path):
+    torchvision = pytest.importorskip('torchvision')
+    reference = torchvision.models.resnet50().eval()
+    path = tmp_path / 'resnet50.pth'
+    torch.save(reference.state_dict(), path)
+    model = ELAResNet(50, init_cfg=dict(type='Pretrained',
+                                        checkpoint=str(path)))
+    model.init_weights()
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    trunk = torch.nn.Sequential(*list(reference.children())[:-2])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], trunk(x))
+    # Trained from scratch, the retrieval's norm starts at 1, as in MRLA.
+    scratch = ELAResNet(50)
+    scratch.init_weights()
+    assert torch.all(scratch.layer1[0].layer_attention.norm.weight == 1)

@@ -14,7 +14,9 @@ MASKS = [[1, 0], [1, 1], [1, 0]]  # layer1.1 and layer3.1 pruned
 
 def _model(kind):
     torch.manual_seed(0)
-    model = ELAResNetCIFAR(20, layer_attention=kind).eval()
+    model = ELAResNetCIFAR(20, layer_attention=kind)
+    model.init_weights()  # retrievals enter the output with weight 1
+    model.eval()
     model.set_masks(MASKS)
     return model
 
@@ -62,10 +64,12 @@ def test_compiled_backbone_follows_new_masks():
 
 @pytest.mark.parametrize('kind', ['light', 'base'])
 def test_compiled_training_step_matches_eager(kind):
-    eager = _model(kind).train()
+    # float64: inductor reorders sums, and in float32 that alone moves the
+    # gradients through training-mode BN at batch 4 by up to ~2%.
+    eager = _model(kind).double().train()
     compiled_copy = copy.deepcopy(eager)
     compiled = torch.compile(compiled_copy)
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     eager(x)[-1].square().mean().backward()
     compiled(x)[-1].square().mean().backward()
     grads = {n: p.grad for n, p in compiled_copy.named_parameters()}
@@ -75,5 +79,5 @@ def test_compiled_training_step_matches_eager(kind):
                                     'layer3.1.layer_attention'))
             assert grads[name] is None, name
         else:
-            torch.testing.assert_close(grads[name], param.grad, rtol=1e-3,
-                                       atol=1e-4, msg=name)
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-7,
+                                       atol=1e-9, msg=name)

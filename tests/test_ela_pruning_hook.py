@@ -13,7 +13,7 @@ from mmengine.runner import load_checkpoint
 from mmela.hooks import ELAPruningHook, parse_windows
 from mmela.models import ELAResNetCIFAR
 from mmela.pruning import keep_mask, mapped_divergences
-from toy_runner import build_runner
+from toy_runner import build_runner, free_port
 
 HERE = os.path.dirname(__file__)
 
@@ -154,6 +154,20 @@ def test_fixed_method_prunes_num_pruned_more_per_window(tmp_path):
     assert runner.model.backbone.num_retrievals() == dict(on=8, total=12)
 
 
+def test_load_from_keeps_masks_but_not_the_old_runs_progress(tmp_path):
+    first = _run(tmp_path / 'first', windows=[1], max_epochs=1)
+    masks = [m.tolist() for m in first.model.backbone.get_masks()]
+    runner = build_runner(work_dir=tmp_path / 'second', max_epochs=1,
+                          depth=38, hooks=[_hook(windows=[1])])
+    runner._load_from = str(tmp_path / 'first/epoch_1.pth')
+    runner.train()
+    reports = json.loads((tmp_path / 'second/ela_pruning.json').read_text())
+    assert len(reports) == 1 and reports[0]['iterations'] == 4
+    # The loaded masks were the starting point: pruned ones stay pruned.
+    for old, new in zip(masks, reports[0]['masks']):
+        assert all(n <= o for o, n in zip(old, new))
+
+
 @pytest.mark.parametrize('windows,match', [
     ([(1, 3), (3, 5)], 'must not overlap'),
     ([7, 1], 'in order'),
@@ -180,7 +194,7 @@ def test_bad_method_settings_fail_when_the_hook_is_built():
 
 def test_window_past_max_epochs_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r'\(4, 4\) ends after the last epoch '
-                                         r'\(max_epochs=3\)'):
+                                         r'\(train_cfg.max_epochs=3\)'):
         _run(tmp_path, windows=[1, 4], max_epochs=3)
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.pth')]
 
@@ -210,7 +224,7 @@ def test_two_processes_with_gloo_apply_identical_masks(tmp_path):
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep +
                os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
-           '2', '--master_port', '29517',
+           '2', '--master_port', str(free_port()),
            os.path.join(HERE, 'dist_pruning_worker.py'), str(tmp_path)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -218,6 +232,10 @@ def test_two_processes_with_gloo_apply_identical_masks(tmp_path):
     ranks = [json.loads((tmp_path / f'rank{r}.json').read_text())
              for r in (0, 1)]
     assert ranks[0]['masks'] == ranks[1]['masks']
+    # The window's mean KL covers both ranks' iterations (all_reduce):
+    # 16 images, batch 4, 2 ranks -> 2 iterations per rank.
+    (report, ) = json.loads((tmp_path / 'ela_pruning.json').read_text())
+    assert report['iterations'] == 4
     assert ranks[0]['retrievals_on'] == 12 - 3
     assert ranks[0]['epochs_done'] == ranks[1]['epochs_done'] == 3
     assert not ranks[0]['find_unused_parameters']

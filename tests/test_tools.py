@@ -7,7 +7,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from mmela import tools_utils
 from mmela.tools_utils import (ConfigError, apply_test_args, apply_train_args,
                                load_config, parse_test_args, parse_train_args,
                                preflight, use_available_devices)
+from toy_runner import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET = osp.join(ROOT, 'configs', 'faster_rcnn_ela_r50_fpn_1x_coco.py')
@@ -349,12 +349,6 @@ def test_train_then_test_a_tiny_classifier(tmp_path):
     with open(predictions, 'rb') as f:
         assert len(pickle.load(f)) == 8
     assert 'accuracy/top1' in result.stdout + result.stderr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -77,6 +77,14 @@ def toy_cfg(work_dir, max_epochs=3, hooks=(), layer_attention='light',
         default_scope='mmengine')
 
 
+def free_port():
+    """A TCP port that is free now, for a torch.distributed rendezvous."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def build_runner(**kwargs):
     return Runner.from_cfg(mmela_config(**kwargs))
 

@@ -30,6 +30,11 @@ SECONDS=0
 echo "[demo] load: $(uptime | sed 's/.*load average/load average/')"
 "$python" tools/misc/make_demo_data.py "$data"
 
+# The work dir is deleted: refuse anything that is clearly not one.
+case "$(realpath -m "$work_dir")" in
+  / | "$(realpath -m "$HOME")" | "$root")
+    echo "[demo] refusing to delete DEMO_WORK_DIR=$work_dir" >&2; exit 2 ;;
+esac
 rm -rf "$work_dir"
 train_start=$SECONDS
 echo "[demo] training $config into $work_dir"

@@ -1,3 +1,3 @@
-from .ela_pruning_hook import ELAPruningHook, parse_windows
+from .ela_pruning_hook import ELAPruningHook, check_backbone, parse_windows
 
-__all__ = ['ELAPruningHook', 'parse_windows']
+__all__ = ['ELAPruningHook', 'check_backbone', 'parse_windows']

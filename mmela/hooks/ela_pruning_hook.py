@@ -41,6 +41,23 @@ Pair = Tuple[int, int, int]
 REPORT_FILE = 'ela_pruning.json'
 
 
+def check_backbone(backbone, owner: str = 'the model') -> None:
+    """Raise ValueError unless ``backbone`` has layer attention to prune."""
+    if isinstance(backbone, LayerAttentionResNetBase) and \
+            backbone.layer_attention is not None:
+        return
+    if backbone is None:
+        name = f'{owner} without a backbone'
+    elif isinstance(backbone, LayerAttentionResNetBase):
+        name = f'{type(backbone).__name__} with layer_attention=None'
+    else:
+        name = type(backbone).__name__
+    raise ValueError(
+        f'ELAPruningHook needs a backbone with layer attention, got {name}: '
+        f"use ELAResNet or ELAResNetCIFAR with layer_attention='light' or "
+        f"'base'")
+
+
 def parse_windows(windows: Sequence[Union[int, Sequence[int]]]) -> List[Window]:
     """``[1, (3, 5)]`` -> ``[(1, 1), (3, 5)]``, checked: 1-based, each
     ``first <= last``, in order and not overlapping."""
@@ -124,21 +141,21 @@ class ELAPruningHook(Hook):
         self._reports: List[dict] = []
 
     # ------------------------------------------------------------ checks
+    def check_schedule(self, max_epochs: int) -> None:
+        """Raise ValueError if a window ends after ``max_epochs``."""
+        last = self.windows[-1]
+        if last[1] > max_epochs:
+            raise ValueError(
+                f'window {last} ends after the last epoch '
+                f'(train_cfg.max_epochs={max_epochs}); move the window or '
+                f'lengthen the schedule')
+
     @staticmethod
     def _backbone(runner) -> LayerAttentionResNetBase:
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
         backbone = getattr(model, 'backbone', None)
-        if not isinstance(backbone, LayerAttentionResNetBase) or \
-                backbone.layer_attention is None:
-            name = f'{type(model).__name__} without a backbone' \
-                if backbone is None else type(backbone).__name__
-            if isinstance(backbone, LayerAttentionResNetBase):
-                name += ' with layer_attention=None'
-            raise ValueError(
-                f'ELAPruningHook needs a backbone with layer attention, got '
-                f'{name}: use ELAResNet or ELAResNetCIFAR with '
-                f"layer_attention='light' or 'base'")
+        check_backbone(backbone, owner=type(model).__name__)
         return backbone
 
     def before_train(self, runner) -> None:
@@ -147,12 +164,10 @@ class ELAPruningHook(Hook):
                 f'ELAPruningHook works with epoch-based training only '
                 f"(train_cfg=dict(by_epoch=True, ...)), got "
                 f'{type(runner.train_loop).__name__}')
-        last = self.windows[-1][1]
-        if last > runner.max_epochs:
-            raise ValueError(
-                f'ELAPruningHook window {self.windows[-1]} ends after the '
-                f'last epoch (max_epochs={runner.max_epochs}): move it or '
-                f'lengthen the schedule')
+        try:
+            self.check_schedule(runner.max_epochs)
+        except ValueError as e:
+            raise ValueError(f'ELAPruningHook {e}') from None
         self._backbone(runner)
 
     # ----------------------------------------------------------- windows
@@ -254,8 +269,10 @@ class ELAPruningHook(Hook):
             reports=self._reports)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # mmengine calls this for ``load_from`` too: a new run that starts
+        # from another run's weights keeps their masks but not its progress.
         state = checkpoint.get('ela_pruning')
-        if state is None:
+        if state is None or not getattr(runner, '_resume', False):
             return
         self._pairs = None if state['pairs'] is None else \
             [tuple(p) for p in state['pairs']]
@@ -291,6 +308,9 @@ def write_json_atomic(path: str, data) -> None:
     try:
         with os.fdopen(fd, 'w') as f:
             json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private to its owner
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .attention_distribution import light_attention_distributions
-from .layer_attention import (LAYER_ATTENTION_TYPES, BaseLayerAttention,
-                              LightLayerAttention)
+from .layer_attention import (BaseLayerAttention, LightLayerAttention,
+                              check_layer_attention)
 
 
 class LayerAttentionResNetBase(BaseModule):
@@ -41,10 +41,7 @@ class LayerAttentionResNetBase(BaseModule):
                  frozen_stages: int, norm_eval: bool,
                  zero_init_residual: bool, init_cfg=None):
         super().__init__(init_cfg=init_cfg or self.default_init_cfg)
-        if layer_attention not in LAYER_ATTENTION_TYPES:
-            raise ValueError(f'layer_attention must be one of '
-                             f'{list(LAYER_ATTENTION_TYPES)}, got '
-                             f'{layer_attention!r}')
+        check_layer_attention(layer_attention)
         out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not -num_stages <= i < num_stages]
         if bad or not out_indices:
@@ -119,6 +116,14 @@ class LayerAttentionResNetBase(BaseModule):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
+        # frozen_stages keeps checkpoint weights fixed; a ResNet checkpoint
+        # has no layer attention, so it keeps training in frozen stages too.
+        for stage in self.stages()[:self.frozen_stages]:
+            for block in stage:
+                if block.layer_attention is not None:
+                    block.layer_attention.train(self.training)
+                    for param in block.layer_attention.parameters():
+                        param.requires_grad = True
 
     def train(self, mode: bool = True):
         super().train(mode)

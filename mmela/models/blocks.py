@@ -21,7 +21,6 @@ class _Block(nn.Module):
     residual part is checkpointed: the layer attention appends to the stage's
     memory, which must not happen twice.
     """
-    expansion = 1
 
     def __init__(self, downsample: Optional[nn.Module], with_cp: bool,
                  layer_attention: Optional[str], out_channels: int,

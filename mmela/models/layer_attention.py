@@ -64,6 +64,12 @@ class _LayerAttention(nn.Module):
         self.value = nn.Conv2d(
             channels, channels, 3, padding=1, groups=channels, bias=False)
         self.norm = build_norm(norm_cfg or dict(type='BN'), channels)
+        # The retrieval enters the block output with weight zero until
+        # trained. Training from scratch, the backbone's default init_cfg
+        # sets norm weights to 1 (as in MRLA); fine-tuning from a plain
+        # ResNet checkpoint, which has no layer attention, the network
+        # starts as exactly that ResNet instead of adding random features.
+        nn.init.zeros_(self.norm.weight)
         self.register_buffer('retrieval_mask', torch.ones((), dtype=torch.bool))
         self._retrieval_on = True
         self.recording = False
@@ -117,6 +123,8 @@ class LightLayerAttention(_LayerAttention):
 
     def forward(self, x: Tensor, identity: Tensor,
                 memory: Optional[list] = None) -> Tensor:
+        # ``memory`` (MRLA-B's keys and values) is unused: the recurrence
+        # needs only this block's input.
         if not self._retrieval_on:
             return x
         q, k = self.query_key(x)
@@ -174,13 +182,17 @@ def weighted_sum(values: List[Tensor], weights: Tensor) -> Tensor:
     return out
 
 
+def check_layer_attention(kind: Optional[str]) -> None:
+    if kind not in LAYER_ATTENTION_TYPES:
+        raise ValueError(f'layer_attention must be one of '
+                         f'{list(LAYER_ATTENTION_TYPES)}, got {kind!r}')
+
+
 def build_layer_attention(kind: Optional[str], channels: int,
                           norm_cfg: Optional[dict] = None,
                           head_dim: int = 32) -> Optional[_LayerAttention]:
     """Build the layer attention of one block; ``None`` for a plain block."""
-    if kind not in LAYER_ATTENTION_TYPES:
-        raise ValueError(f'layer_attention must be one of '
-                         f'{list(LAYER_ATTENTION_TYPES)}, got {kind!r}')
+    check_layer_attention(kind)
     if kind is None:
         return None
     cls = LightLayerAttention if kind == 'light' else BaseLayerAttention

@@ -36,8 +36,10 @@ class ELAResNet(LayerAttentionResNetBase):
             Default: (3, ).
         style (str): 'pytorch' (stride on the 3x3 conv) or 'caffe' (on the
             first 1x1 conv). Default: 'pytorch'.
-        frozen_stages (int): Stages to freeze (stem included when >= 0);
-            -1 freezes nothing. Default: -1.
+        frozen_stages (int): Stages whose ResNet weights are frozen (stem
+            included when >= 0); -1 freezes nothing. Their layer attention
+            keeps training: a ResNet checkpoint does not supply it.
+            Default: -1.
         norm_cfg (dict): Norm layers. Default: ``dict(type='BN',
             requires_grad=True)``.
         norm_eval (bool): Keep BN layers in eval mode while training.

@@ -26,7 +26,8 @@ class ELAResNetCIFAR(LayerAttentionResNetBase):
         in_channels (int): Input image channels. Default: 3.
         out_indices (Sequence[int]): Stages whose outputs are returned.
             Default: (2, ).
-        frozen_stages (int): Stages to freeze (stem included when >= 0).
+        frozen_stages (int): Stages whose ResNet weights are frozen (stem
+            included when >= 0); their layer attention keeps training.
             Default: -1.
         norm_cfg (dict): Norm layers. Default: ``dict(type='BN')``.
         norm_eval (bool): Keep BN layers in eval mode. Default: False.
