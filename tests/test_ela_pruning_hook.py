@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from mmengine.hooks import Hook
 from mmengine.runner import load_checkpoint
 

@@ -79,14 +79,13 @@ import torch
 import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import Tensor, nn
 
 from mmela.hooks import ELAPruningHook
 from mmela.hooks.ela_pruning_hook import REPORT_FILE
 from mmela.models import ELAResNet, ELAResNetCIFAR
-from mmela.registry import MODELS
+from mmela.testing import QuadrantImages, ToyELAClassifier
 
 SUITES = ('cifar', 'r50-224', 'r50-800', 'faster-rcnn')
 METHODS = ('resnet', 'mrla-b', 'mrla-l', 'ela', 'ela-pruned')
@@ -258,51 +257,13 @@ def _detection_batch(images: Tensor, boxes_per_image: int = 5) -> tuple:
 
 
 # ------------------------------------------------------- the ELA masks
-class ProbeClassifier(BaseModel):
-    """What the hook trains for the masks and the hook cost: backbone and a
-    linear head on synthetic images labelled by their brightest quadrant."""
-
-    def __init__(self, backbone_cfg: dict):
-        super().__init__()
-        self.backbone = MODELS.build(backbone_cfg)
-        self.head = nn.Linear(self.backbone.feat_dim, 4)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        logits = self.head(self.backbone(inputs)[-1].mean(dim=(2, 3)))
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, labels))
-        return logits
-
-
-class QuadrantImages(torch.utils.data.Dataset):
-    """Random images, the quadrant of the label brightened."""
-    metainfo = dict(classes=('top left', 'top right', 'bottom left',
-                             'bottom right'))
-
-    def __init__(self, num_samples: int, image_size: Sequence[int]):
-        gen = torch.Generator().manual_seed(0)
-        self.images = torch.rand(num_samples, 3, *image_size, generator=gen)
-        self.labels = torch.randint(0, 4, (num_samples, ), generator=gen)
-        half_h, half_w = image_size[0] // 2, image_size[1] // 2
-        for image, label in zip(self.images, self.labels):
-            row, col = divmod(int(label), 2)
-            image[:, row * half_h:(row + 1) * half_h,
-                  col * half_w:(col + 1) * half_w] += 1.0
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return dict(inputs=self.images[index], labels=self.labels[index])
-
-
 def _train_probe(backbone_cfg: dict, image_size: Sequence[int],
                  batch_size: int, iterations: int, max_epochs: int,
                  hooks: list, work_dir: str, device: str) -> None:
     """Train the probe classifier on ``device`` with mmengine's Runner and
     ``hooks``."""
     runner = Runner(
-        model=ProbeClassifier(backbone_cfg),
+        model=ToyELAClassifier(backbone_cfg),
         work_dir=work_dir,
         experiment_name=f'benchmark-{uuid.uuid4().hex[:8]}',
         train_dataloader=dict(
