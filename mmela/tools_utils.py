@@ -469,6 +469,19 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def release_distributed() -> None:
+    """Tear the process group down before the interpreter exits. Without
+    it, gloo's threads are destroyed at exit and a rank can abort (SIGABRT,
+    'terminate called without an active exception') after a run that
+    succeeded; mmengine never destroys the group itself."""
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        # A rank that leaves while another still talks to it (rank 0 saving
+        # the last checkpoint, say) can break the other's connections.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def add_prediction_dump(runner: Runner, args: argparse.Namespace) -> None:
     """``--out``: append the scope's dump metric to the test evaluator."""
     if args.out is None or args.out_item == 'metrics':

@@ -4,6 +4,7 @@
 import json
 import sys
 
+from mmela.tools_utils import release_distributed
 from toy_runner import build_runner
 
 
@@ -23,6 +24,7 @@ def main(work_dir):
                                   for p in runner.model.parameters())))
     with open(f'{work_dir}/rank{runner.rank}.json', 'w') as f:
         json.dump(result, f)
+    release_distributed()
 
 
 if __name__ == '__main__':

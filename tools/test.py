@@ -23,7 +23,8 @@ import mmengine  # noqa: E402
 
 from mmela.tools_utils import (add_prediction_dump,  # noqa: E402
                                apply_test_args, build_runner, load_config,
-                               parse_test_args, preflight, user_errors)
+                               parse_test_args, preflight,
+                               release_distributed, user_errors)
 
 
 def main():
@@ -37,6 +38,7 @@ def main():
     metrics = runner.test()
     if args.out is not None and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
+    release_distributed()
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmela.tools_utils import (apply_train_args, build_runner,  # noqa: E402
                                load_config, parse_train_args, preflight,
-                               user_errors)
+                               release_distributed, user_errors)
 
 
 def main():
@@ -33,6 +33,7 @@ def main():
         preflight(cfg, mode='train')
     runner = build_runner(cfg)
     runner.train()
+    release_distributed()
 
 
 if __name__ == '__main__':
