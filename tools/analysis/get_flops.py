@@ -53,18 +53,16 @@ PRESETS = {
                  for depth, paper in ((50, (25.6, 25.7, 25.7)),
                                       (101, (44.5, 44.9, 44.9)))],
 }
-FEAT_DIM = {'ELAResNetCIFAR': 256, 'ELAResNet': 2048}
-
-
 def classifier(backbone: dict, num_classes: int) -> nn.Module:
     """An mmpretrain ImageClassifier around ``backbone``."""
     from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
+    feat_dim = MODELS.build(dict(backbone)).feat_dim  # 512 for R18, ...
     return MODELS.build(dict(
         type='ImageClassifier', backbone=backbone,
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes,
-                  in_channels=FEAT_DIM[backbone['type']])))
+                  in_channels=feat_dim)))
 
 
 def complexity(model: nn.Module, image_size: Sequence[int],
