@@ -454,7 +454,7 @@ def _check_backbone(cfg: Config, needs_layer_attention: bool) -> None:
         raise ConfigError(f'model.backbone: {message}')
     if needs_layer_attention:
         try:
-            check_backbone(backbone, owner='the model')
+            check_backbone(backbone)
         except ValueError as e:
             raise ConfigError(f'model.backbone: {e}')
 
