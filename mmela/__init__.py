@@ -1,7 +1,8 @@
 """mmela: Efficient Layer Attention (ELA) for MMDetection and MMPretrain.
 
 ``custom_imports = dict(imports=['mmela'])`` in a config registers the
-layer-attention backbones (``ELAResNet``, ``ELAResNetCIFAR``) and the
+layer-attention backbones (``ELAResNet``, ``ELAResNeXt``, ... in the
+config codebase's registry, and ``ELAResNetCIFAR``) and the
 ``ELAPruningHook``.
 """
 from .compat import allow_cpu_distributed, allow_mmengine_checkpoint_types

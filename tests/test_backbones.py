@@ -1,31 +1,178 @@
-"""ELAResNet / ELAResNetCIFAR: shapes, freezing, gradients, masks and the
-layer-attention interface the pruning hook relies on."""
+"""The ELA backbones: the stock ResNet family plus layer attention.
+
+With ``layer_attention=None`` each ELA class is its stock class (same keys,
+bitwise the same outputs); with layer attention it adds only the blocks'
+``layer_attention`` submodules. Then shapes, freezing, gradients,
+checkpointing, masks and the interface the pruning hook relies on.
+"""
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmela.models import ELAResNet, ELAResNetCIFAR, eca_kernel_size
+from mmela.models import ELAResNetCIFAR, LayerAttentionResNetBase, \
+    eca_kernel_size
+
+mmdet_registry = pytest.importorskip('mmdet.registry')
+mmpretrain_registry = pytest.importorskip('mmpretrain.registry')
+REGISTRIES = dict(mmdet=mmdet_registry.MODELS,
+                  mmpretrain=mmpretrain_registry.MODELS)
+
+DCN = dict(type='DCNv2', deform_groups=1, fallback_on_stride=False)
+CONTEXT_BLOCK = [dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
+                      stages=(False, True, True, True),
+                      position='after_conv3')]
+# (codebase, stock type, arguments): what stock configs set.
+STOCK = [
+    ('mmpretrain', 'ResNet', dict(depth=18, out_indices=(0, 1, 2, 3))),
+    ('mmpretrain', 'ResNet', dict(depth=50, drop_path_rate=0.1)),
+    ('mmpretrain', 'ResNet', dict(depth=50, frozen_stages=2,
+                                  norm_eval=True, style='caffe')),
+    ('mmpretrain', 'ResNetV1c', dict(depth=50)),
+    ('mmpretrain', 'ResNetV1d', dict(depth=50, num_stages=3,
+                                     strides=(1, 2, 2), dilations=(1, 1, 1),
+                                     out_indices=(2, ))),
+    ('mmpretrain', 'ResNeXt', dict(depth=50, groups=32, width_per_group=4)),
+    ('mmpretrain', 'SEResNet', dict(depth=50)),
+    ('mmpretrain', 'SEResNeXt', dict(depth=50, groups=32,
+                                     width_per_group=4)),
+    ('mmpretrain', 'Res2Net', dict(depth=50)),
+    ('mmpretrain', 'RegNet', dict(arch='regnetx_400mf')),
+    ('mmdet', 'ResNet', dict(depth=50)),
+    ('mmdet', 'ResNet', dict(depth=50, conv_cfg=dict(type='ConvWS'),
+                             norm_cfg=dict(type='GN', num_groups=32,
+                                           requires_grad=True))),
+    ('mmdet', 'ResNet', dict(depth=50, dcn=DCN,
+                             stage_with_dcn=(False, True, True, True))),
+    ('mmdet', 'ResNet', dict(depth=50, plugins=CONTEXT_BLOCK)),
+    ('mmdet', 'ResNet', dict(depth=18, base_channels=32, stem_channels=None,
+                             strides=(1, 2, 2, 1),
+                             dilations=(1, 1, 1, 2))),
+    ('mmdet', 'ResNetV1d', dict(depth=50)),
+    ('mmdet', 'ResNeXt', dict(depth=50, groups=32, base_width=4)),
+    ('mmdet', 'Res2Net', dict(depth=50)),
+    ('mmdet', 'RegNet', dict(arch='regnetx_400mf')),
+]
+STOCK_IDS = [f'{c}-{t}-{i}' for i, (c, t, _) in enumerate(STOCK)]
+
+
+def _build(codebase, type_, **kwargs):
+    return REGISTRIES[codebase].build(dict(type=type_, **kwargs))
+
+
+def _forward(model, x, seed=0):
+    torch.manual_seed(seed)  # the same drop-path draws for both models
+    with torch.no_grad():
+        return model(x)
+
+
+def _shapes(model):
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize('codebase,type_,kwargs', STOCK, ids=STOCK_IDS)
+def test_without_layer_attention_it_is_the_stock_network(codebase, type_,
+                                                         kwargs):
+    torch.manual_seed(0)
+    stock = _build(codebase, type_, **kwargs)
+    stock.init_weights()
+    ela = _build(codebase, f'ELA{type_}', layer_attention=None, **kwargs)
+    assert isinstance(ela, type(stock))
+    assert _shapes(ela) == _shapes(stock)
+    ela.load_state_dict(stock.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for train in (True, False):
+        stock.train(train)
+        ela.train(train)
+        assert [m.training for m in ela.modules()] == \
+            [m.training for m in stock.modules()]
+        for ours, theirs in zip(_forward(ela, x), _forward(stock, x)):
+            assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize('codebase,type_,kwargs', STOCK, ids=STOCK_IDS)
+def test_layer_attention_adds_only_its_submodules(codebase, type_, kwargs):
+    stock = _build(codebase, type_, **kwargs)
+    stock.init_weights()
+    ela = _build(codebase, f'ELA{type_}', **kwargs)  # 'light' by default
+    assert ela.layer_attention == 'light'
+    ours, theirs = _shapes(ela), _shapes(stock)
+    assert {k: v for k, v in ours.items() if k in theirs} == theirs
+    added = set(ours) - set(theirs)
+    num_blocks = sum(len(stage) for stage in ela.stages())
+    assert all('.layer_attention.' in k for k in added)
+    assert len([k for k in added if k.endswith('retrieval_mask')]) == \
+        num_blocks
+    # A stock checkpoint loads with only the layer attention missing, and
+    # the network then starts as exactly the stock network.
+    result = ela.load_state_dict(stock.state_dict(), strict=False)
+    # (BN layers fill in a missing num_batches_tracked themselves.)
+    assert set(result.missing_keys) == {
+        k for k in added if not k.endswith('num_batches_tracked')}
+    assert not result.unexpected_keys
+    stock.eval()
+    ela.eval()
+    x = torch.randn(2, 3, 64, 64)
+    for ours, theirs in zip(_forward(ela, x), _forward(stock, x)):
+        assert torch.equal(ours, theirs)
+
+
+def test_same_name_follows_the_codebase():
+    from mmdet.models.backbones import ResNet as MMDetResNet
+    from mmpretrain.models.backbones import ResNet as MMPretrainResNet
+    det = REGISTRIES['mmdet'].get('ELAResNet')
+    cls = REGISTRIES['mmpretrain'].get('ELAResNet')
+    assert issubclass(det, MMDetResNet) and not issubclass(
+        det, MMPretrainResNet)
+    assert issubclass(cls, MMPretrainResNet) and not issubclass(
+        cls, MMDetResNet)
+    # The stock defaults come along: mmdet's differ from mmpretrain's.
+    assert det(depth=50).norm_eval and det(depth=50).out_indices == \
+        (0, 1, 2, 3)
+    assert not cls(depth=50).norm_eval and cls(depth=50).out_indices == (3, )
+
+
+def _params_and_grads(model, x):
+    out = model(x)
+    sum(o.square().mean() for o in out).backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+
+
+@pytest.mark.parametrize('codebase', ['mmdet', 'mmpretrain'])
+@pytest.mark.parametrize('kind', ['light', 'base'])
+def test_with_cp_gives_the_same_outputs_and_gradients(codebase, kind):
+    torch.manual_seed(0)
+    kwargs = dict(depth=18, layer_attention=kind, out_indices=(0, 1, 2, 3),
+                  norm_eval=False)
+    plain = _build(codebase, 'ELAResNet', **kwargs).double()
+    plain.init_weights()
+    checkpointed = _build(codebase, 'ELAResNet', with_cp=True,
+                          **kwargs).double()
+    checkpointed.load_state_dict(plain.state_dict())
+    # A pruned block runs the stock block (and its own checkpointing).
+    masks = [[1, 0], [0, 1], [1, 1], [1, 0]]
+    plain.set_masks(masks)
+    checkpointed.set_masks(masks)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    outs, grads = _params_and_grads(plain, x)
+    cp_outs, cp_grads = _params_and_grads(checkpointed, x)
+    for a, b in zip(outs, cp_outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert grads.keys() == cp_grads.keys()
+    # Layer attention's own parameters and the downsample convs, whose
+    # output is the identity it retrieves from, get their gradients.
+    assert 'layer2.0.downsample.0.weight' in grads
+    assert 'layer3.0.layer_attention.value.weight' in grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], cp_grads[name], rtol=0,
+                                   atol=1e-10, msg=name)
 
 
 def _flops(model, x):
     with FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops()
-
-
-@pytest.mark.parametrize('kind', [None, 'light', 'base'])
-@pytest.mark.parametrize('depth,channels', [(18, [64, 128, 256, 512]),
-                                            (50, [256, 512, 1024, 2048])])
-def test_resnet_shapes_for_every_out_index(kind, depth, channels):
-    model = ELAResNet(depth, layer_attention=kind, out_indices=(0, 1, 2, 3))
-    outs = model(torch.randn(2, 3, 64, 64))
-    assert [o.shape for o in outs] == [
-        (2, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32))]
-    for index in range(4):
-        single = ELAResNet(depth, layer_attention=kind, out_indices=(index, ))
-        (out, ) = single(torch.randn(1, 3, 64, 64))
-        assert out.shape[1] == channels[index]
 
 
 @pytest.mark.parametrize('kind', [None, 'light', 'base'])
@@ -39,20 +186,15 @@ def test_cifar_shapes_for_every_out_index(kind):
     assert last.shape == (1, 256, 8, 8)
 
 
-def test_caffe_style_moves_the_stride_to_the_first_conv():
-    model = ELAResNet(50, style='caffe')
-    assert model.layer2[0].conv1.stride == (2, 2)
-    assert model.layer2[0].conv2.stride == (1, 1)
-    assert ELAResNet(50).layer2[0].conv2.stride == (2, 2)
-
-
 def _resnet_params(module):
     return [p for n, p in module.named_parameters()
             if 'layer_attention' not in n]
 
 
-def test_frozen_stages_freeze_stem_and_stages_like_mmdet():
-    model = ELAResNet(50, frozen_stages=1)
+@pytest.mark.parametrize('codebase', ['mmdet', 'mmpretrain'])
+def test_frozen_stages_keep_their_layer_attention_training(codebase):
+    model = _build(codebase, 'ELAResNet', depth=50, frozen_stages=1,
+                   norm_eval=False)
     model.train()
     for module in (model.conv1, model.bn1, model.layer1):
         assert all(not p.requires_grad for p in _resnet_params(module))
@@ -67,16 +209,25 @@ def test_frozen_stages_freeze_stem_and_stages_like_mmdet():
     cifar.train()
     assert not any(p.requires_grad for p in _resnet_params(cifar.layer2))
     assert all(p.requires_grad for p in cifar.layer3.parameters())
+    assert cifar.layer2[0].layer_attention.training
 
 
-def test_norm_eval_keeps_every_batchnorm_in_eval_mode():
-    model = ELAResNet(18, norm_eval=True)
+def test_norm_eval_covers_the_layer_attention_norms():
+    model = _build('mmdet', 'ELAResNet', depth=18)  # mmdet: norm_eval=True
     model.train()
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     assert norms and all(not m.training for m in norms)
-    # The layer attention's own norm layers are covered too.
     assert not model.layer1[0].layer_attention.norm.training
     assert model.layer1[0].conv1.training
+
+
+def test_layer_attention_norm_follows_norm_cfg_and_always_trains():
+    model = _build('mmdet', 'ELAResNet', depth=50, norm_cfg=dict(
+        type='GN', num_groups=32, requires_grad=False))
+    norm = model.layer2[0].layer_attention.norm
+    assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 32
+    assert norm.weight.requires_grad
+    assert not model.layer2[0].gn1.weight.requires_grad
 
 
 @pytest.mark.parametrize('kind', ['light', 'base'])
@@ -93,7 +244,7 @@ def test_gradients_reach_every_layer_attention_parameter(kind):
 
 def test_layer_attention_parameters_per_block_match_the_spec():
     # Wq and Wk (k weights each), depthwise Wv (9C), lambda (C), BN (2C).
-    model = ELAResNet(50)
+    model = _build('mmpretrain', 'ELAResNet', depth=50)
     for stage, channels in zip(model.stages(), (256, 512, 1024, 2048)):
         k = eca_kernel_size(channels)
         for block in stage:
@@ -209,8 +360,8 @@ def test_resnet_loads_a_torchvision_checkpoint_with_only_attention_missing(
     reference = torchvision.models.resnet50()
     path = tmp_path / 'resnet50.pth'
     torch.save(reference.state_dict(), path)
-    model = ELAResNet(50, init_cfg=dict(type='Pretrained',
-                                        checkpoint=str(path)))
+    model = _build('mmpretrain', 'ELAResNet', depth=50, init_cfg=dict(
+        type='Pretrained', checkpoint=str(path)))
     result = model.load_state_dict(torch.load(path), strict=False)
     assert result.missing_keys and all(
         '.layer_attention.' in k for k in result.missing_keys)
@@ -221,24 +372,18 @@ def test_resnet_loads_a_torchvision_checkpoint_with_only_attention_missing(
     assert model.layer1[0].layer_attention.retrieval_on
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(depth=42), r'depth must be one of \[18, 34, 50, 101, 152\]'),
-    (dict(depth=50, layer_attention='heavy'),
-     r"layer_attention must be one of \[None, 'light', 'base'\]"),
-    (dict(depth=50, out_indices=(4, )), r'out_indices .* \[0, 3\]'),
-    (dict(depth=50, num_stages=5), r'num_stages must be in \[1, 4\]'),
-    (dict(depth=50, style='tf'), r"style must be one of \['pytorch'"),
-    (dict(depth=50, norm_cfg=dict(type='LN')), r"norm_cfg\['type'\]"),
-])
-def test_resnet_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        ELAResNet(**kwargs)
+def test_bad_layer_attention_is_rejected_before_the_network_is_built():
+    for codebase in ('mmdet', 'mmpretrain'):
+        with pytest.raises(ValueError, match=r"layer_attention must be one "
+                           r"of \[None, 'light', 'base'\], got 'heavy'"):
+            _build(codebase, 'ELAResNet', depth=50, layer_attention='heavy')
 
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(depth=21), r'depth must be 9n \+ 2'),
     (dict(depth=20, layer_attention='Light'), 'layer_attention must be'),
     (dict(depth=20, out_indices=(3, )), r'out_indices .* \[0, 2\]'),
+    (dict(depth=20, frozen_stages=4), r'frozen_stages must be in \[-1, 3\]'),
 ])
 def test_cifar_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -254,19 +399,23 @@ def test_masks_of_the_wrong_length_are_rejected():
 
 
 def test_plain_backbone_has_no_retrievals():
-    model = ELAResNet(18, layer_attention=None)
+    model = _build('mmdet', 'ELAResNet', depth=18, layer_attention=None)
+    assert isinstance(model, LayerAttentionResNetBase)
     with pytest.raises(RuntimeError, match='layer_attention=None'):
         model.get_masks()
 
 
 def test_zero_init_residual_zeroes_the_last_norm_unless_pretrained():
-    model = ELAResNet(50)
+    model = _build('mmpretrain', 'ELAResNet', depth=50)
     model.init_weights()
     assert model.layer2[1].bn3.weight.abs().sum() == 0
     assert model.layer2[1].bn2.weight.abs().sum() > 0
     cifar = ELAResNetCIFAR(20)  # zero_init_residual defaults to False
     cifar.init_weights()
     assert cifar.layer1[1].bn3.weight.abs().sum() > 0
+    cifar = ELAResNetCIFAR(20, zero_init_residual=True)
+    cifar.init_weights()
+    assert cifar.layer1[1].bn3.weight.abs().sum() == 0
 
 
 def test_a_resnet_checkpoint_starts_the_network_as_that_resnet(tmp_path):
@@ -274,8 +423,8 @@ def test_a_resnet_checkpoint_starts_the_network_as_that_resnet(tmp_path):
     reference = torchvision.models.resnet50().eval()
     path = tmp_path / 'resnet50.pth'
     torch.save(reference.state_dict(), path)
-    model = ELAResNet(50, init_cfg=dict(type='Pretrained',
-                                        checkpoint=str(path)))
+    model = _build('mmdet', 'ELAResNet', depth=50, out_indices=(3, ),
+                   init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     model.eval()
     x = torch.randn(1, 3, 64, 64)
@@ -283,6 +432,6 @@ def test_a_resnet_checkpoint_starts_the_network_as_that_resnet(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], trunk(x))
     # Trained from scratch, the retrieval's norm starts at 1, as in MRLA.
-    scratch = ELAResNet(50)
+    scratch = _build('mmdet', 'ELAResNet', depth=50)
     scratch.init_weights()
     assert torch.all(scratch.layer1[0].layer_attention.norm.weight == 1)

@@ -1,4 +1,5 @@
 """What a user does: add ``custom_imports`` to a config they already have."""
+import importlib
 import subprocess
 import sys
 
@@ -35,6 +36,9 @@ def test_existing_config_with_custom_imports_builds_ela(tmp_path, text,
     from mmengine.registry import HOOKS, MODELS
     model = MODELS.build(cfg.model)
     assert type(model.backbone).__name__ == 'ELAResNet'
+    # The config's codebase decides which ELAResNet: its own ResNet's.
+    stock = importlib.import_module(f'{package}.models.backbones').ResNet
+    assert isinstance(model.backbone, stock)
     assert model.backbone.layer_attention == cfg.model.backbone.layer_attention
     # Untouched stock settings are still there.
     assert model.backbone.depth == 50
@@ -42,10 +46,17 @@ def test_existing_config_with_custom_imports_builds_ela(tmp_path, text,
     assert type(hook).__name__ == 'ELAPruningHook'
 
 
-@pytest.mark.parametrize('missing', ['mmdet', 'mmpretrain'])
-def test_mmela_imports_with_only_one_codebase(missing):
-    code = (f'import sys; sys.modules[{missing!r}] = None; import mmela; '
-            f'from mmela.models import ELAResNet; ELAResNet(18)')
+@pytest.mark.parametrize('missing,present', [
+    (['mmdet'], 'mmpretrain'), (['mmpretrain'], 'mmdet'),
+    (['mmdet', 'mmpretrain'], None)])
+def test_mmela_imports_with_one_codebase_or_none(missing, present):
+    code = ''.join(f'sys.modules[{name!r}] = None; ' for name in missing)
+    code = (f'import sys; {code}import mmela; '
+            f'from mmela.models import ELAResNetCIFAR; ELAResNetCIFAR(20); '
+            f'from mmela.pruning import keep_mask; ')
+    if present:
+        code += (f'from {present}.registry import MODELS; '
+                 f"MODELS.build(dict(type='ELAResNet', depth=18))")
     result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr

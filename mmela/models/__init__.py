@@ -1,15 +1,35 @@
+"""Layer attention and the backbones that carry it.
+
+``ELAResNetCIFAR`` needs no codebase. The ELA variants of the stock ResNet
+family are registered in mmdet's registry and in mmpretrain's, for each of
+the two that is installed (see :mod:`.mmdet_backbones` and
+:mod:`.mmpretrain_backbones`).
+"""
+import importlib
+
 from .attention_distribution import (base_attention_distribution,
                                      light_attention_distributions)
 from .base_backbone import LayerAttentionResNetBase
-from .blocks import BasicBlock, Bottleneck, ResLayer
 from .layer_attention import (LAYER_ATTENTION_TYPES, BaseLayerAttention,
                               LightLayerAttention, eca_kernel_size)
-from .resnet import ELAResNet
-from .resnet_cifar import ELAResNetCIFAR
+from .resnet_cifar import CIFARResNet, ELAResNetCIFAR
 
 __all__ = [
-    'ELAResNet', 'ELAResNetCIFAR', 'LayerAttentionResNetBase', 'BasicBlock',
-    'Bottleneck', 'ResLayer', 'LightLayerAttention', 'BaseLayerAttention',
-    'LAYER_ATTENTION_TYPES', 'eca_kernel_size', 'base_attention_distribution',
+    'ELAResNetCIFAR', 'CIFARResNet', 'LayerAttentionResNetBase',
+    'LightLayerAttention', 'BaseLayerAttention', 'LAYER_ATTENTION_TYPES',
+    'eca_kernel_size', 'base_attention_distribution',
     'light_attention_distributions'
 ]
+
+
+def _register_codebase_variants(codebase: str) -> None:
+    """Import ``.<codebase>_backbones`` if ``codebase`` is installed."""
+    try:
+        importlib.import_module(f'.{codebase}_backbones', __name__)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split('.')[0] != codebase:
+            raise  # the codebase is there but something it needs is not
+
+
+for _codebase in ('mmdet', 'mmpretrain'):
+    _register_codebase_variants(_codebase)

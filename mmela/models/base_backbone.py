@@ -1,5 +1,21 @@
-"""What every layer-attention ResNet shares: the stage loop, ``frozen_stages``
-and ``norm_eval``, and the interface :class:`ELAPruningHook` uses.
+"""Layer attention on any ResNet-style backbone, and the interface
+:class:`ELAPruningHook` uses.
+
+:class:`LayerAttentionResNetBase` is a mixin. Put it before a backbone class
+whose stages are sequences of residual blocks (``self.res_layers`` names the
+stages, each block has ``downsample`` and ``with_cp``, and its last conv is
+``conv3`` or ``conv2``): mmdet's and mmpretrain's ``ResNet``, ``ResNeXt``,
+``ResNetV1c/V1d`` and their relatives, or our CIFAR ResNet. The stock class
+builds the whole network, with every argument, default, submodule name and
+checkpoint key it has; the mixin then adds one ``layer_attention`` submodule
+to every block and runs each stage so that the block's layer attention sees
+the block's output ``x^l`` and its (projected) input::
+
+    x^l = block(x)                       # the stock block, untouched
+    out = layer_attention(x^l, identity, memory)
+
+With ``layer_attention=None`` nothing is added and the network is exactly the
+stock one.
 
 The interface (all per stage, stages in order):
 
@@ -13,137 +29,193 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init
+import torch.utils.checkpoint as cp
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from .attention_distribution import light_attention_distributions
-from .layer_attention import (BaseLayerAttention, LightLayerAttention,
-                              check_layer_attention)
+from .layer_attention import build_layer_attention, check_layer_attention
 
 
-class LayerAttentionResNetBase(BaseModule):
-    """Base class of :class:`ELAResNet` and :class:`ELAResNetCIFAR`.
+class IdentityRecorder(nn.Sequential):
+    """A block's ``downsample`` that hands its output (the projected
+    identity) to the block's layer attention.
 
-    Subclasses build a stem of ``conv1``, ``bn1`` (and whatever follows,
-    applied in ``forward_stem``) and register their stages, naming them in
-    ``self.res_layers``. Arguments as in the subclasses.
+    It holds the same modules under the same names as the ``nn.Sequential``
+    it replaces, so checkpoint keys do not change. It keeps its output only
+    while ``capture`` is on, i.e. during one call of :func:`forward_block`.
     """
 
-    default_init_cfg = [
-        dict(type='Kaiming', layer=['Conv2d']),
-        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
-    ]
+    def __init__(self, downsample: nn.Sequential):
+        super().__init__(*downsample)
+        self.capture = False
+        self.output: Optional[Tensor] = None
 
-    def __init__(self, layer_attention: Optional[str],
-                 out_indices: Sequence[int], num_stages: int,
-                 frozen_stages: int, norm_eval: bool,
-                 zero_init_residual: bool, init_cfg=None):
-        super().__init__(init_cfg=init_cfg or self.default_init_cfg)
-        check_layer_attention(layer_attention)
-        out_indices = tuple(out_indices)
-        bad = [i for i in out_indices if not -num_stages <= i < num_stages]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices must be a non-empty sequence of '
-                             f'stage indices in [0, {num_stages - 1}] (or '
-                             f'negative from -{num_stages}), got {out_indices}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
-        self.layer_attention = layer_attention
-        self.out_indices = tuple(i % num_stages for i in out_indices)
-        self.num_stages = num_stages
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.zero_init_residual = zero_init_residual
-        self.res_layers: List[str] = []
-        self._la_modules = None
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if self.capture:
+            self.output = out
+        return out
 
-    # ------------------------------------------------------------- forward
-    def forward_stem(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        x = self.forward_stem(x)
-        outs = []
-        for i, name in enumerate(self.res_layers):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-        if self.training and self._ddp_needs_tie():
-            outs[-1] = outs[-1] + self._pruned_parameters_tie()
-        return tuple(outs)
+def _block_and_identity(block: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Run a stock block once; return its output and its identity branch
+    (``x``, or what ``downsample`` made of it). The block's own
+    checkpointing is switched off: :func:`forward_block` checkpoints the
+    block and this capture together."""
+    downsample = block.downsample
+    with_cp, block.with_cp = block.with_cp, False
+    if downsample is not None:
+        downsample.capture = True
+    try:
+        out = block(x)
+    finally:
+        block.with_cp = with_cp
+        if downsample is not None:
+            downsample.capture = False
+    if downsample is None:
+        return out, x
+    identity, downsample.output = downsample.output, None
+    return out, identity
+
+
+def forward_block(block: nn.Module, x: Tensor, memory: list) -> Tensor:
+    """One block and its layer attention (if it has one and it is on).
+
+    A pruned block runs exactly as the stock block. With ``with_cp`` the
+    block and the identity capture are checkpointed together (not with the
+    stock block's own checkpoint, inside which the identity would be
+    computed without autograd), so the layer attention gets the identity
+    with its gradient, and MRLA-B's memory is appended to once.
+    """
+    attention = getattr(block, 'layer_attention', None)
+    if attention is None or not attention.retrieval_on:
+        return block(x)
+    if block.with_cp and x.requires_grad:
+        out, identity = cp.checkpoint(
+            _block_and_identity, block, x, use_reentrant=False)
+    else:
+        out, identity = _block_and_identity(block, x)
+    return attention(out, identity, memory)
+
+
+def _ddp_running() -> bool:
+    return (dist.is_available() and dist.is_initialized()
+            and dist.get_world_size() > 1)
+
+
+class LayerAttentionStage(nn.Sequential):
+    """A stage whose blocks share the layer-attention memory (MRLA-B's keys
+    and values). Built from the stock stage: the same blocks under the same
+    names (and the stock stage's plain attributes, such as ``block``)."""
+
+    def __init__(self, stage: nn.Sequential):
+        super().__init__(*stage)
+        for name, value in vars(stage).items():
+            if not name.startswith('_') and name != 'training':
+                self.__dict__.setdefault(name, value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        memory: List = []
+        for block in self:
+            x = forward_block(block, x, memory)
+        if self.training and _ddp_running():
+            x = self._tie_pruned_parameters(x)
+        return x
 
     # Under DistributedDataParallel every parameter must receive a gradient
     # in every step unless DDP searches the graph for unused ones
     # (find_unused_parameters=True, a slowdown on every step). Pruned blocks
     # skip their retrieval, so their parameters would get none. We tie them
-    # to the output with a zero weight instead: one add of a scalar per step,
-    # they receive zero gradients, and DDP needs no search.
-    def _ddp_needs_tie(self) -> bool:
-        return (dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1
-                and any(not m.retrieval_on for m in self._attention_modules()))
-
-    def _pruned_parameters_tie(self) -> Tensor:
-        params = [p for m in self._attention_modules() if not m.retrieval_on
-                  for p in m.parameters() if p.requires_grad]
+    # to the stage output with a zero weight instead: they receive zero
+    # gradients, and DDP needs no search.
+    def _tie_pruned_parameters(self, x: Tensor) -> Tensor:
+        params = [p for block in self
+                  for p in _pruned_parameters(block)]
         if not params:
-            return torch.zeros((), device=self._device())
-        return torch.stack([p.sum() for p in params]).sum() * 0.0
+            return x
+        return x + torch.stack([p.sum() for p in params]).sum() * 0.0
 
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
 
-    def init_weights(self) -> None:
-        super().init_weights()
-        pretrained = isinstance(self.init_cfg, dict) and \
-            self.init_cfg.get('type') == 'Pretrained'
-        if self.zero_init_residual and not pretrained:
-            for stage in self.stages():
+def _pruned_parameters(block: nn.Module) -> List[nn.Parameter]:
+    attention = getattr(block, 'layer_attention', None)
+    if attention is None or attention.retrieval_on:
+        return []
+    return [p for p in attention.parameters() if p.requires_grad]
+
+
+def block_out_channels(block: nn.Module) -> int:
+    """Output channels of a residual block: those of its last conv."""
+    last = getattr(block, 'conv3', None) or getattr(block, 'conv2', None)
+    if last is None or not hasattr(last, 'out_channels'):
+        raise TypeError(f'{type(block).__name__}: layer attention needs a '
+                        f'block whose last conv is conv3 or conv2')
+    return last.out_channels
+
+
+class LayerAttentionResNetBase:
+    """Mixin that adds layer attention (MRLA-L / MRLA-B) to a ResNet-style
+    backbone; :class:`ELAPruningHook` prunes its retrievals.
+
+    Use it as the first base: ``class ELAResNet(LayerAttentionResNetBase,
+    ResNet)``. It takes the stock class's arguments unchanged, plus:
+
+    Args:
+        layer_attention (str, optional): ``'light'`` (MRLA-L, the layer
+            attention ELA prunes in the paper), ``'base'`` (MRLA-B) or None
+            (exactly the stock network). Default: 'light'.
+        head_dim (int): Channels per layer-attention head. Default: 32 (the
+            paper's ``dim_perhead``).
+        attention_drop_path_rate (float): DropPath on the retrieval branch,
+            as in the published MRLA ImageNet recipe. The ELA paper does not
+            mention it. Default: 0.
+
+    Behaviour added to the stock class:
+
+    - each retrieval's norm layer has the backbone's ``norm_cfg`` type (always
+      trainable), and starts at weight 0, so a network loaded from a plain
+      ResNet checkpoint starts as exactly that ResNet; trained from scratch,
+      the stock ``init_cfg`` sets it to 1, as in MRLA;
+    - ``frozen_stages`` freezes only the ResNet weights of its stages: their
+      layer attention keeps training, since a ResNet checkpoint has none;
+    - ``norm_eval`` applies to the retrievals' BN layers too.
+    """
+
+    def __init__(self,
+                 *args,
+                 layer_attention: Optional[str] = 'light',
+                 head_dim: int = 32,
+                 attention_drop_path_rate: float = 0.,
+                 **kwargs):
+        check_layer_attention(layer_attention)
+        super().__init__(*args, **kwargs)
+        self.layer_attention = layer_attention
+        if layer_attention is not None:
+            norm_cfg = dict(getattr(self, 'norm_cfg', None) or dict(type='BN'))
+            norm_cfg.pop('requires_grad', None)
+            for name in self.res_layers:
+                stage = getattr(self, name)
                 for block in stage:
-                    constant_init(block.last_norm, 0)
+                    _attach(block, layer_attention, norm_cfg, head_dim,
+                            attention_drop_path_rate)
+                setattr(self, name, LayerAttentionStage(stage))
+        # The stock constructor froze its stages before layer attention
+        # existed; apply frozen_stages again, now to the whole network.
+        self._freeze_stages()
 
     # --------------------------------------------------- train / freezing
     def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.conv1, self.bn1] + [
-            getattr(self, name) for name in self.res_layers[:self.frozen_stages]
-        ]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+        super()._freeze_stages()
         # frozen_stages keeps checkpoint weights fixed; a ResNet checkpoint
         # has no layer attention, so it keeps training in frozen stages too.
-        for stage in self.stages()[:self.frozen_stages]:
-            for block in stage:
-                if block.layer_attention is not None:
-                    block.layer_attention.train(self.training)
-                    for param in block.layer_attention.parameters():
-                        param.requires_grad = True
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+        for stage in self.stages()[:max(self.frozen_stages, 0)]:
+            for attention in _attention_modules(stage):
+                attention.train(self.training)
+                for param in attention.parameters():
+                    param.requires_grad = True
 
     # ------------------------------------------- layer-attention interface
     def stages(self) -> List[nn.Module]:
         return [getattr(self, name) for name in self.res_layers]
-
-    def _attention_modules(self) -> List:
-        if self._la_modules is None:
-            self._la_modules = [
-                m for m in self.modules()
-                if isinstance(m, (LightLayerAttention, BaseLayerAttention))]
-        return self._la_modules
 
     def _require_layer_attention(self) -> None:
         if self.layer_attention is None:
@@ -153,9 +225,10 @@ class LayerAttentionResNetBase(BaseModule):
     def set_attention_recording(self, enabled: bool) -> None:
         """Record attention in the following forward passes (or stop)."""
         self._require_layer_attention()
-        for m in self._attention_modules():
-            m.recording = bool(enabled)
-            m.record = {}
+        for stage in self.stages():
+            for attention in _attention_modules(stage):
+                attention.recording = bool(enabled)
+                attention.record = {}
 
     def get_attention_distributions(self) -> List[List[Tuple[int, Tensor]]]:
         """Distributions of the last recorded forward pass.
@@ -168,12 +241,13 @@ class LayerAttentionResNetBase(BaseModule):
         """
         self._require_layer_attention()
         result = []
-        for stage_idx, stage in enumerate(self.stages()):
-            active = [(i, block.layer_attention) for i, block in
-                      enumerate(stage) if block.layer_attention.retrieval_on]
+        for name, stage in zip(self.res_layers, self.stages()):
+            active = [(i, block.layer_attention)
+                      for i, block in enumerate(stage)
+                      if block.layer_attention.retrieval_on]
             if any(not m.record for _, m in active):
                 raise RuntimeError(
-                    f'no attention recorded in stage {stage_idx}: call '
+                    f'no attention recorded in {name}: call '
                     f'set_attention_recording(True), then run a forward pass')
             if self.layer_attention == 'base':
                 dists = [m.record['distribution'] for _, m in active]
@@ -210,3 +284,20 @@ class LayerAttentionResNetBase(BaseModule):
         masks = self.get_masks()
         return dict(on=int(sum(m.sum() for m in masks)),
                     total=sum(len(m) for m in masks))
+
+
+def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
+            drop_path_rate: float) -> None:
+    if block.downsample is not None:
+        if not isinstance(block.downsample, nn.Sequential):
+            raise TypeError(f'{type(block).__name__}.downsample must be an '
+                            f'nn.Sequential to attach layer attention')
+        block.downsample = IdentityRecorder(block.downsample)
+    block.layer_attention = build_layer_attention(
+        kind, block_out_channels(block), norm_cfg=norm_cfg,
+        head_dim=head_dim)
+
+
+def _attention_modules(stage: nn.Module) -> List[nn.Module]:
+    return [block.layer_attention for block in stage
+            if getattr(block, 'layer_attention', None) is not None]

@@ -1,0 +1,15 @@
+"""Settings for the whole test session.
+
+One intra-op thread per process. The suite starts many processes at once
+(the tools in subprocesses, two-rank distributed runs), and on a small
+machine torch's default of one thread per core then oversubscribes the cores:
+a ResNet-50 forward pass at 64x64 took 8 s instead of 0.2 s here. The
+environment variable reaches the subprocesses too.
+"""
+import os
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
