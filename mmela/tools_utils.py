@@ -16,24 +16,31 @@ differ between mmdet's and mmpretrain's own tools:
 Before the ``Runner`` exists (so before anything is written to the work
 dir), :func:`preflight` checks what a user most often gets wrong: dataset
 paths, ELAPruningHook windows against the schedule, the backbone config and
-checkpoint paths. A problem there is a :class:`ConfigError`, which the tools
-print as one ``error: ...`` line (exit status 2); anything else keeps its
-traceback.
+checkpoints (that they exist, are complete, and fit the model). Every problem
+found is a :class:`ConfigError`, printed as one ``error: ...`` line each,
+model first (exit status 2); anything else keeps its traceback.
 """
 import argparse
+import ast
 import contextlib
 import copy
 import inspect
 import os
 import os.path as osp
+import pickle
+import re
 import sys
-from typing import Iterator, List, Optional, Tuple
+import zipfile
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import (DATASETS, HOOKS, LOOPS, MODELS, RUNNERS,
                                init_default_scope)
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, Runner
+from torch import Tensor, nn
 
 from .hooks import ELAPruningHook, check_backbone
 
@@ -45,17 +52,26 @@ class ConfigError(Exception):
     the message says what, in one line."""
 
 
+class ConfigErrors(ConfigError):
+    """Several :class:`ConfigError` found in one pass, in the order found."""
+
+    def __init__(self, errors: List[ConfigError]):
+        self.errors = list(errors)
+        super().__init__('\n'.join(map(str, self.errors)))
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a :class:`ConfigError` into one ``error:`` line on stderr and
-    exit status 2 (argparse's status for bad usage)."""
+    """Turn a :class:`ConfigError` into ``error:`` lines on stderr (one per
+    problem) and exit status 2 (argparse's status for bad usage)."""
     try:
         yield
     except ConfigError as e:
         # Under torchrun every rank fails the same way: say it once.
         if os.environ.get('RANK', '0') == '0':
-            message = ' '.join(str(e).split())
-            print(f'error: {message}', file=sys.stderr)
+            for error in getattr(e, 'errors', [e]):
+                message = ' '.join(str(error).split())
+                print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
 
 
@@ -78,7 +94,9 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
         '--no-pin-memory', action='store_true',
         help='disable pin_memory in the dataloaders')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by torch.distributed.launch; not needed '
+                        'with dist_train.sh / dist_test.sh (torchrun)')
 
 
 def _finish(parser: argparse.ArgumentParser,
@@ -88,7 +106,7 @@ def _finish(parser: argparse.ArgumentParser,
     return args
 
 
-def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def train_parser() -> argparse.ArgumentParser:
     parser = _parser('Train a detector or classifier (mmdet / mmpretrain '
                      'config) with mmela')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
@@ -107,10 +125,14 @@ def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-persistent-workers', action='store_true',
                         help='disable persistent_workers in the dataloaders')
     _add_common_args(parser)
-    return _finish(parser, argv)
+    return parser
 
 
-def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return _finish(train_parser(), argv)
+
+
+def test_parser() -> argparse.ArgumentParser:
     parser = _parser('Test (and evaluate) a detector or classifier with '
                      'mmela')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -133,7 +155,11 @@ def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='test in mixed precision (test_cfg.fp16)')
     _add_common_args(parser)
-    return _finish(parser, argv)
+    return parser
+
+
+def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return _finish(test_parser(), argv)
 
 
 # --------------------------------------------------------------- config
@@ -142,7 +168,10 @@ def load_config(args: argparse.Namespace) -> Config:
     launcher, and make the config's scope the default one."""
     if not osp.isfile(args.config):
         raise ConfigError(f'config file {args.config} does not exist')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except SyntaxError as e:
+        raise _syntax_error(args.config, e) from None
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     scope = cfg.get('default_scope')
@@ -159,6 +188,51 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def _syntax_error(config: str, error: SyntaxError) -> ConfigError:
+    """``file:line: message`` of a syntax error in ``config`` or in one of
+    its ``_base_`` files (mmengine re-raises the parser's error, which names
+    neither)."""
+    found = _find_syntax_error(config)
+    path, e = found if found else (config, error)
+    text = (e.text or '').strip()
+    near = f' in: {text}' if text else ''
+    return ConfigError(f'{_short(path)}:{e.lineno}: syntax error: {e.msg}'
+                       f'{near} (configs are Python files)')
+
+
+def _find_syntax_error(path: str, depth: int = 0):
+    """``(file, SyntaxError)`` of the first file, ``path`` or its local
+    ``_base_`` files, that does not parse; None if all do."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+    except SyntaxError as e:
+        return path, e
+    except OSError:
+        return None
+    for node in tree.body if depth < 10 else []:
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, 'id', None) == '_base_' for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            for base in [bases] if isinstance(bases, str) else bases:
+                if isinstance(base, str) and '::' not in base:
+                    found = _find_syntax_error(
+                        osp.normpath(osp.join(osp.dirname(path), base)),
+                        depth + 1)
+                    if found:
+                        return found
+    return None
+
+
+def _short(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside."""
+    relative = osp.relpath(path)
+    return path if relative.startswith('..') else relative
 
 
 def apply_train_args(cfg: Config, args: argparse.Namespace) -> None:
@@ -266,15 +340,32 @@ def use_available_devices(cfg: Config) -> None:
 # ------------------------------------------------------------ pre-flight
 def preflight(cfg: Config, mode: str) -> None:
     """Check, before anything is written, what would otherwise fail later
-    (often after hours): dataset paths, ELAPruningHook windows, the backbone,
-    checkpoint paths. Raises :class:`ConfigError`.
+    (often after hours): the backbone, ELAPruningHook windows, checkpoints,
+    dataset paths. Raises :class:`ConfigErrors` with every problem found,
+    model first.
 
     Args:
         cfg (Config): The merged config, its scope the default scope.
         mode (str): 'train' (train and, unless disabled, val data; hooks;
-            ``load_from`` and ``init_cfg`` checkpoints) or 'test' (test
-            data; the checkpoint is checked by :func:`apply_test_args`).
+            ``load_from`` / ``--resume`` and ``init_cfg`` checkpoints) or
+            'test' (test data; the checkpoint to evaluate).
     """
+    errors: List[ConfigError] = []
+
+    def collect(check, *args):
+        try:
+            return check(*args)
+        except ConfigErrors as e:
+            errors.extend(e.errors)
+        except ConfigError as e:
+            errors.append(e)
+
+    has_ela_hook = mode == 'train' and bool(_ela_hook_cfgs(cfg))
+    model_ok = collect(_check_backbone, cfg, has_ela_hook)
+    if has_ela_hook:
+        collect(_check_ela_hooks, cfg)
+    collect(_check_checkpoints, cfg, mode, bool(model_ok))
+
     if mode == 'train':
         loaders = ['train_dataloader']
         if cfg.get('val_cfg') is not None:
@@ -282,16 +373,12 @@ def preflight(cfg: Config, mode: str) -> None:
     else:
         loaders = ['test_dataloader']
     for name in loaders:
-        _check_dataset((cfg.get(name) or {}).get('dataset'),
-                       f'{name}.dataset')
+        collect(_check_dataset, (cfg.get(name) or {}).get('dataset'),
+                f'{name}.dataset')
         evaluator = name.replace('dataloader', 'evaluator')
-        _check_evaluator(cfg.get(evaluator), evaluator)
-
-    has_ela_hook = False
-    if mode == 'train':
-        has_ela_hook = _check_ela_hooks(cfg)
-        _check_checkpoints(cfg)
-    _check_backbone(cfg, needs_layer_attention=has_ela_hook)
+        collect(_check_evaluator, cfg.get(evaluator), evaluator)
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _is_remote(path: str) -> bool:
@@ -367,35 +454,44 @@ def _check_evaluator(evaluator, key: str) -> None:
             raise _missing(path, f'{key}{suffix}.ann_file')
 
 
-def _check_ela_hooks(cfg: Config) -> bool:
-    """Build each ELAPruningHook of ``custom_hooks`` (its constructor checks
-    the windows) and check the windows against the schedule, as the hook's
-    ``before_train`` would, but before the work dir exists. Returns whether
-    there is one."""
-    found = False
+def _ela_hook_cfgs(cfg: Config) -> List[Tuple[int, dict]]:
+    """``(index, config)`` of each ELAPruningHook in ``custom_hooks``."""
+    found = []
     for i, hook_cfg in enumerate(cfg.get('custom_hooks') or []):
         hook_type = hook_cfg.get('type')
         name = hook_type if isinstance(hook_type, str) else \
             getattr(hook_type, '__name__', '')
-        if name.split('.')[-1] != ELAPruningHook.__name__:
-            continue
+        if name.split('.')[-1] == ELAPruningHook.__name__:
+            found.append((i, hook_cfg))
+    return found
+
+
+def _check_ela_hooks(cfg: Config) -> None:
+    """Build each ELAPruningHook of ``custom_hooks`` (its constructor checks
+    the windows) and check the windows against the schedule, as the hook's
+    ``before_train`` would, but before the work dir exists."""
+    train_cfg = cfg.get('train_cfg') or {}
+    if not _epoch_based(train_cfg):
+        raise ConfigError(
+            'ELAPruningHook needs epoch-based training: set train_cfg = '
+            'dict(by_epoch=True, max_epochs=...)')
+    errors = []
+    for i, hook_cfg in _ela_hook_cfgs(cfg):
         try:
             hook = HOOKS.build(copy.deepcopy(hook_cfg))
         except (ValueError, TypeError) as e:
-            raise ConfigError(f'custom_hooks.{i} (ELAPruningHook): {e}')
-        train_cfg = cfg.get('train_cfg') or {}
-        if not _epoch_based(train_cfg):
-            raise ConfigError(
-                'ELAPruningHook needs epoch-based training: set train_cfg = '
-                'dict(by_epoch=True, max_epochs=...)')
+            errors.append(ConfigError(f'custom_hooks.{i} (ELAPruningHook): '
+                                      f'{e}'))
+            continue
         max_epochs = train_cfg.get('max_epochs')
         if max_epochs is not None:
             try:
                 hook.check_schedule(max_epochs)
             except ValueError as e:
-                raise ConfigError(f'custom_hooks.{i} (ELAPruningHook): {e}')
-        found = True
-    return found
+                errors.append(ConfigError(
+                    f'custom_hooks.{i} (ELAPruningHook): {e}'))
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _epoch_based(train_cfg: dict) -> bool:
@@ -405,22 +501,255 @@ def _epoch_based(train_cfg: dict) -> bool:
     return isinstance(loop, type) and issubclass(loop, EpochBasedTrainLoop)
 
 
-def _check_checkpoints(cfg: Config) -> None:
-    """``load_from`` / ``--resume PATH`` and every local ``Pretrained``
-    checkpoint in the model's ``init_cfg`` (remote ones, such as
-    ``torchvision://resnet50``, are fetched by mmengine)."""
+def _check_checkpoints(cfg: Config, mode: str, model_ok: bool) -> None:
+    """The checkpoint a run starts from: that it exists, is complete (a
+    crash while saving leaves a truncated or empty file, or an empty
+    ``last_checkpoint`` pointer), and fits the model (see
+    :func:`check_fits`); and every local ``Pretrained`` checkpoint in the
+    model's ``init_cfg`` (remote ones, such as ``torchvision://resnet50``,
+    are fetched by mmengine)."""
+    errors = []
+    resume = mode == 'train' and bool(cfg.get('resume'))
     load_from = cfg.get('load_from')
-    if load_from and not _is_remote(load_from) and \
-            not osp.isfile(load_from):
-        flag = '--resume' if cfg.get('resume') else 'load_from'
-        raise ConfigError(f'{flag}: checkpoint {load_from} does not exist')
+    flag = 'checkpoint' if mode == 'test' else \
+        '--resume' if resume else 'load_from'
+    try:
+        if resume and not load_from:
+            load_from = _last_checkpoint(cfg.work_dir)
+        if load_from and not _is_remote(load_from):
+            if not osp.isfile(load_from):
+                raise ConfigError(f'{flag}: checkpoint {load_from} does not '
+                                  f'exist')
+            state = read_state_dict(load_from, flag)
+            if model_ok:
+                check_fits(_build_model(cfg), state, load_from, flag,
+                           strict=mode == 'test' or resume,
+                           backbone_cfg=cfg.model.get('backbone'))
+    except ConfigError as e:
+        errors.append(e)
+    if mode == 'test':  # testing does not initialise weights
+        return _raise_all(errors)
     for key, init_cfg in _init_cfgs(cfg.get('model'), 'model'):
         path = init_cfg.get('checkpoint')
-        if init_cfg.get('type') == 'Pretrained' and isinstance(path, str) \
-                and not _is_remote(path) and not osp.isfile(path):
-            raise ConfigError(
+        if init_cfg.get('type') != 'Pretrained' or \
+                not isinstance(path, str) or _is_remote(path):
+            continue
+        if not osp.isfile(path):
+            errors.append(ConfigError(
                 f'{key}.checkpoint: {path} does not exist; give a checkpoint '
-                f'file or torchvision://resnet50-style name')
+                f'file or torchvision://resnet50-style name'))
+            continue
+        try:
+            read_state_dict(path, f'{key}.checkpoint')
+        except ConfigError as e:
+            errors.append(e)
+    _raise_all(errors)
+
+
+def _raise_all(errors: List[ConfigError]) -> None:
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _last_checkpoint(work_dir: str) -> Optional[str]:
+    """What ``--resume`` without a path resumes from: the checkpoint named
+    in ``WORK_DIR/last_checkpoint`` (mmengine's pointer file), None
+    without one (mmengine then starts afresh). An empty pointer, or one
+    naming a file that is not there, is an error."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer, encoding='utf-8', errors='replace') as f:
+        target = f.read().strip()
+    if target and osp.isfile(target):
+        return target
+    what = 'is empty' if not target else f'names {target}, which does not ' \
+        f'exist'
+    raise ConfigError(
+        f'--resume: {pointer} {what} (a crash while saving a checkpoint?); '
+        f'{_resume_advice(work_dir, exclude=target)}')
+
+
+def _earlier_checkpoints(folder: str, exclude: str = '') -> List[str]:
+    """The ``epoch_N.pth`` / ``iter_N.pth`` files of ``folder``, newest
+    (highest N) first, ``exclude`` left out."""
+    found = []
+    if osp.isdir(folder):
+        for name in os.listdir(folder):
+            match = re.fullmatch(r'(?:epoch|iter)_(\d+)\.pth', name)
+            path = osp.join(folder, name)
+            if match and osp.abspath(path) != osp.abspath(exclude or ''):
+                found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _resume_advice(folder: str, exclude: str = '',
+                   remove: str = '') -> str:
+    """What to do when the checkpoint to resume from is broken: resume from
+    the newest other one in ``folder``, or start afresh without one
+    (``remove``: a broken file to remove first)."""
+    earlier = _earlier_checkpoints(folder, exclude)
+    first = f'remove {remove} and ' if remove else ''
+    if earlier:
+        return f'{first}resume from an earlier checkpoint: --resume ' \
+            f'{earlier[0]}'
+    also = f'{remove} and ' if remove else ''
+    return (f'there is no earlier checkpoint: remove {also}'
+            f"{osp.join(folder, 'last_checkpoint')} to train from the start")
+
+
+def read_state_dict(path: str,
+                    flag: str = 'checkpoint') -> Dict[str, Tensor]:
+    """The tensors of a local checkpoint's ``state_dict`` (or of a bare
+    state dict), read on the CPU with mmengine's loader, i.e. through
+    ``torch.load(weights_only=True)`` and the types
+    :mod:`mmela.compat` allows; ``module.`` prefixes are stripped, as
+    mmengine does when it loads. A file that cannot be read is a
+    :class:`ConfigError` naming it and what to do."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    try:
+        checkpoint = _load_checkpoint(path, map_location='cpu',
+                                      logger='silent')
+    except Exception as e:  # every reader error names a broken file
+        raise ConfigError(f'{flag}: {path} {_unreadable(path, e)}; '
+                          f'{_unreadable_advice(path, flag)}') from None
+    state = checkpoint.get('state_dict', checkpoint) \
+        if isinstance(checkpoint, dict) else None
+    tensors = {re.sub(r'^module\.', '', k): v
+               for k, v in (state or {}).items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise ConfigError(f'{flag}: {path} holds no model weights (no '
+                          f'state_dict of tensors); is it a checkpoint?')
+    return tensors
+
+
+def _unreadable(path: str, error: Exception) -> str:
+    """Why ``path`` could not be loaded, in words."""
+    size = osp.getsize(path)
+    if size == 0:
+        return 'is empty (0 bytes)'
+    with open(path, 'rb') as f:
+        head = f.read(64).lstrip()
+    if head[:1] in (b'{', b'['):
+        return 'is a JSON file, not a checkpoint'
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        lines = [line for line in str(error).splitlines()
+                 if 'GLOBAL' in line or 'Unsupported' in line]
+        detail = f': {lines[0].strip()}' if lines else ''
+        return (f'holds objects other than weights, which the safe loader '
+                f'refuses (torch.load weights_only=True{detail})')
+    reason = ' '.join(str(error).split()) or type(error).__name__
+    if len(reason) > 120:
+        reason = reason[:117] + '...'
+    return (f'cannot be read ({size} bytes, truncated or not a PyTorch '
+            f'checkpoint: {reason})')
+
+
+def _unreadable_advice(path: str, flag: str) -> str:
+    if flag == '--resume':
+        return _resume_advice(osp.dirname(path) or '.', exclude=path,
+                              remove='it')
+    earlier = _earlier_checkpoints(osp.dirname(path) or '.', exclude=path)
+    other = f', e.g. {earlier[0]}' if earlier else ''
+    return f'copy it again or use another checkpoint{other}'
+
+
+def _build_model(cfg: Config) -> nn.Module:
+    """The config's model on the CPU, weights not initialised (only its
+    parameter names and shapes are used)."""
+    return MODELS.build(copy.deepcopy(cfg.model))
+
+
+def layer_attention_keys(model: nn.Module,
+                         backbone_cfg: Optional[dict] = None) -> set:
+    """The state-dict keys layer attention adds to ``model``: what its
+    backbone has beyond the same backbone (``backbone_cfg``) built with
+    ``layer_attention=None``."""
+    backbone = getattr(model, 'backbone', None)
+    if not getattr(backbone, 'layer_attention', None):
+        return set()
+    keys = {f'backbone.{k}' for k in backbone.state_dict()}
+    try:
+        plain = MODELS.build(dict(copy.deepcopy(backbone_cfg),
+                                  layer_attention=None, init_cfg=None))
+        return keys - {f'backbone.{k}' for k in plain.state_dict()}
+    except Exception:  # a backbone that cannot go plain: go by the names
+        return {k for k in keys if 'layer_attention' in k}
+
+
+def check_fits(model: nn.Module, state: Dict[str, Tensor], path: str,
+               flag: str, strict: bool = True,
+               backbone_cfg: Optional[dict] = None) -> None:
+    """Raise a :class:`ConfigError` when ``state`` does not fit ``model``.
+
+    mmengine loads checkpoints non-strictly and only warns, so a checkpoint
+    of another architecture (ResNet-56 weights on a ResNet-20 config, an
+    ELA config with a checkpoint without layer attention) would be
+    evaluated, or trained on, as if nothing were wrong.
+
+    Args:
+        model (nn.Module): The model the checkpoint is meant for.
+        state (dict): The checkpoint's tensors (:func:`read_state_dict`).
+        path (str): The checkpoint, for the message.
+        flag (str): The setting that named it, for the message.
+        strict (bool): For testing and resuming every key must match in
+            name and shape. Otherwise (``load_from`` when training) only the
+            backbone must fit, except its layer attention, which a plain
+            ResNet checkpoint lacks (the documented fine-tuning path); heads
+            may differ (fine-tuning to another number of classes).
+        backbone_cfg (dict, optional): The backbone's config, to tell its
+            layer-attention keys (:func:`layer_attention_keys`).
+    """
+    own = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(state), key=_natural)
+    unexpected = sorted(set(state) - set(own), key=_natural)
+    reshaped = sorted((k for k in set(own) & set(state)
+                       if tuple(own[k]) != tuple(state[k].shape)),
+                      key=_natural)
+    if not strict:
+        new = layer_attention_keys(model, backbone_cfg)
+        in_backbone = [k for k in own if k.startswith('backbone.')]
+        matched = set(own) & set(state)
+        if not matched:
+            raise ConfigError(
+                f'{flag}: no weight of {path} matches the model (keys such '
+                f'as {_few(unexpected)}); a backbone-only checkpoint goes '
+                f"into model.backbone.init_cfg=dict(type='Pretrained', "
+                f"checkpoint=..., prefix=...)")
+        missing = [k for k in missing if k in in_backbone and k not in new]
+        unexpected = [k for k in unexpected if k.startswith('backbone.')]
+        reshaped = [k for k in reshaped if k.startswith('backbone.')]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing ({_few(missing)})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected '
+                        f'({_few(unexpected)})')
+    if reshaped:
+        k = reshaped[0]
+        problems.append(
+            f'{len(reshaped)} of another shape ({k}: checkpoint '
+            f'{tuple(state[k].shape)}, model {tuple(own[k])})')
+    if not problems:
+        return
+    hint = 'is it a checkpoint of this config?'
+    if missing and not unexpected and not reshaped and \
+            set(missing) <= layer_attention_keys(model, backbone_cfg):
+        hint = ('the checkpoint has no layer attention: test it with the '
+                'plain ResNet config')
+    raise ConfigError(f'{flag}: {path} does not fit the model: weights '
+                      f"{'; '.join(problems)}; {hint}")
+
+
+def _natural(key: str) -> list:
+    """Sort ``layer1.3`` before ``layer1.10``."""
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r'(\d+)', key)]
+
+
+def _few(keys: List[str], count: int = 3) -> str:
+    more = ', ...' if len(keys) > count else ''
+    return ', '.join(keys[:count]) + more
 
 
 def _init_cfgs(node, key: str) -> Iterator[Tuple[str, dict]]:
@@ -438,15 +767,16 @@ def _init_cfgs(node, key: str) -> Iterator[Tuple[str, dict]]:
             yield from _init_cfgs(value, f'{key}.{i}')
 
 
-def _check_backbone(cfg: Config, needs_layer_attention: bool) -> None:
+def _check_backbone(cfg: Config, needs_layer_attention: bool) -> bool:
     """Build the backbone once (weights are not loaded; the Runner builds
     the model again). Constructor errors of a backbone (an unknown type, a
-    depth that does not exist, a misspelt argument) are config errors."""
+    depth that does not exist, a misspelt argument) are config errors.
+    Returns whether the model's checkpoint keys can be compared."""
     model_cfg = cfg.get('model')
     if not model_cfg:
         raise ConfigError('the config has no model')
     if 'backbone' not in model_cfg:
-        return  # not a backbone-based model: nothing of ours to check
+        return True  # not a backbone-based model: nothing of ours to check
     try:
         backbone = MODELS.build(copy.deepcopy(model_cfg.backbone))
     except (ValueError, TypeError, KeyError, AssertionError) as e:
@@ -457,6 +787,7 @@ def _check_backbone(cfg: Config, needs_layer_attention: bool) -> None:
             check_backbone(backbone)
         except ValueError as e:
             raise ConfigError(f'model.backbone: {e}')
+    return True
 
 
 # ---------------------------------------------------------------- runner
@@ -480,6 +811,25 @@ def release_distributed() -> None:
         # the last checkpoint, say) can break the other's connections.
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+class LogRetrievals(Hook):
+    """Log, once the checkpoint is loaded, how many retrievals of the
+    model's layer-attention backbone are on (a pruned checkpoint evaluates
+    pruned), e.g. ``ELA: 13 of 18 retrievals on``."""
+
+    priority = 'LOWEST'
+
+    def before_test(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        backbone = getattr(model, 'backbone', None)
+        if not getattr(backbone, 'layer_attention', None):
+            return
+        counts = backbone.num_retrievals()
+        source = runner.cfg.get('load_from') or 'no checkpoint'
+        runner.logger.info(f"ELA: {counts['on']} of {counts['total']} "
+                           f'retrievals on ({source})')
 
 
 def add_prediction_dump(runner: Runner, args: argparse.Namespace) -> None:

@@ -7,8 +7,11 @@
 The flags are those of mmdet's and mmpretrain's ``tools/test.py``; the
 config's ``default_scope`` decides how ``--out`` and ``--show-dir`` work
 (see ``mmela/tools_utils.py``). A pruned ELA checkpoint evaluates as pruned:
-the retrieval masks are part of the weights. Missing data or checkpoint
-files end the run with one ``error:`` line and exit status 2.
+the retrieval masks are part of the weights, and the log says how many
+retrievals are on. Before anything runs, the config, the data paths and the
+checkpoint are checked: a missing, truncated or empty checkpoint, or one that
+does not fit the config's model (another depth, no layer attention), ends the
+run with ``error:`` lines and exit status 2 instead of evaluating it.
 """
 import os.path as osp
 import sys
@@ -21,10 +24,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmengine  # noqa: E402
 
-from mmela.tools_utils import (add_prediction_dump,  # noqa: E402
-                               apply_test_args, build_runner, load_config,
-                               parse_test_args, preflight,
-                               release_distributed, user_errors)
+from mmela.tools_utils import (LogRetrievals,  # noqa: E402
+                               add_prediction_dump, apply_test_args,
+                               build_runner, load_config, parse_test_args,
+                               preflight, release_distributed, user_errors)
 
 
 def main():
@@ -35,6 +38,7 @@ def main():
         preflight(cfg, mode='test')
     runner = build_runner(cfg)
     add_prediction_dump(runner, args)
+    runner.register_hook(LogRetrievals())
     metrics = runner.test()
     if args.out is not None and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)

@@ -7,9 +7,11 @@
 The flags are those of mmdet's and mmpretrain's ``tools/train.py``; the
 config's ``default_scope`` decides which codebase's defaults apply (see
 ``mmela/tools_utils.py``). Before anything is written to the work dir the
-config is checked (dataset paths, ELAPruningHook windows, backbone,
-checkpoints); a problem there ends the run with one ``error:`` line and exit
-status 2.
+config is checked (backbone, ELAPruningHook windows, checkpoints: that
+``load_from`` / ``--resume`` files and the ``last_checkpoint`` pointer are
+complete and fit the model, dataset paths); every problem found is printed
+as one ``error:`` line, model first, and the run ends with exit status 2.
+A config that is not valid Python gives its ``file:line`` the same way.
 """
 import os.path as osp
 import sys

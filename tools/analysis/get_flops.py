@@ -20,7 +20,13 @@ Without masks that fit, ELA's row equals MRLA-L's and says so.
 
 Configs (mmpretrain or mmdet) are built as they are, from their
 ``default_scope``; ``--shape`` sets the input (default 224x224; 32x32 for a
-CIFAR backbone, 800x1333 for detectors).
+CIFAR backbone, 800x1333 for detectors). ``--depths`` picks depths of a
+preset only; options and configs may come in any order.
+
+Parameters are given twice: all of them, and the trainable ones (the 1x
+detector configs freeze the stem and ``layer1``, so a detector trains fewer
+than it has; the paper's detector counts are trainable ones, its classifier
+counts all, which for a classifier are the same).
 
 Examples::
 
@@ -32,15 +38,24 @@ Examples::
 import argparse
 import json
 import logging
+import os.path as osp
+import sys
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
-import torch
-from mmengine.analysis import get_model_complexity_info
-from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
-from torch import nn
+# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
+# mmcv do at import time; the warning is not actionable for users here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
 
-from mmela.models import ELAResNetCIFAR
+import torch  # noqa: E402
+from mmengine.analysis import get_model_complexity_info  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mmela.tools_utils import ConfigError, user_errors  # noqa: E402
 
 # (preset, backbone type, depth, classes, input size, paper's params in M
 # for ResNet / MRLA-L / ELA: Table 1 (CIFAR-100) and Table 2 (ImageNet))
@@ -53,6 +68,8 @@ PRESETS = {
                  for depth, paper in ((50, (25.6, 25.7, 25.7)),
                                       (101, (44.5, 44.9, 44.9)))],
 }
+
+
 def classifier(backbone: dict, num_classes: int) -> nn.Module:
     """An mmpretrain ImageClassifier around ``backbone``."""
     from mmpretrain.registry import MODELS
@@ -65,9 +82,15 @@ def classifier(backbone: dict, num_classes: int) -> nn.Module:
                   in_channels=feat_dim)))
 
 
+def trainable(model: nn.Module) -> int:
+    """Parameters that train (``requires_grad``; frozen stages excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def complexity(model: nn.Module, image_size: Sequence[int],
                inputs: Optional[tuple] = None) -> Tuple[int, int]:
-    """``(parameters, FLOPs)`` of one ``3 x H x W`` image (or ``inputs``)."""
+    """``(parameters, FLOPs)`` of one ``3 x H x W`` image (or ``inputs``);
+    all parameters, trainable or not."""
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)  # mmengine warns of every uncounted op
@@ -86,8 +109,12 @@ def load_masks(paths: Sequence[str]) -> List[list]:
     """The last report's masks of every ``ela_pruning.json``."""
     masks = []
     for path in paths:
-        with open(path) as f:
-            masks.append(json.load(f)[-1]['masks'])
+        try:
+            with open(path) as f:
+                masks.append(json.load(f)[-1]['masks'])
+        except (OSError, ValueError, LookupError, TypeError) as e:
+            raise ConfigError(f'--masks: {path} is not a readable '
+                              f'ela_pruning.json ({e})')
     return masks
 
 
@@ -132,6 +159,7 @@ def preset_rows(preset: str, depths: Optional[Sequence[int]] = None,
             rows.append(dict(
                 preset=preset, model=label, depth=depth, method=method,
                 params_m=params / 1e6, flops_g=flops / 1e9,
+                trainable_m=trainable(model) / 1e6,
                 paper_params_m=paper_params,
                 input=f'{size[0]}x{size[1]}, {classes} classes'))
     return rows
@@ -142,6 +170,8 @@ def config_rows(config: str, shape: Optional[Sequence[int]],
     """One row for the model of an mmpretrain or mmdet config."""
     from mmengine.config import Config
     from mmengine.registry import MODELS
+    if not osp.isfile(config):
+        raise ConfigError(f'config file {config} does not exist')
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model = MODELS.build(cfg.model)
@@ -156,12 +186,13 @@ def config_rows(config: str, shape: Optional[Sequence[int]],
         label += f" ({counts['on']}/{counts['total']} retrievals kept)"
     is_detector = hasattr(model, 'rpn_head') or hasattr(model, 'bbox_head')
     default = (800, 1333) if is_detector else (32, 32) \
-        if isinstance(backbone, ELAResNetCIFAR) else (224, 224)
+        if 'CIFAR' in type(backbone).__name__ else (224, 224)
     size = tuple(shape or default)
     inputs = _detector_inputs(model, size) if is_detector else None
     params, flops = complexity(model, size, inputs)
     return [dict(preset=None, model=label, depth=None, method=None,
                  params_m=params / 1e6, flops_g=flops / 1e9,
+                 trainable_m=trainable(model) / 1e6,
                  paper_params_m=None, input=f'{size[0]}x{size[1]}')]
 
 
@@ -182,30 +213,60 @@ def _detector_inputs(model: nn.Module, size: Sequence[int]) -> tuple:
 
 def format_table(rows: List[dict]) -> str:
     """Markdown, one row per model as in the paper's Tables 1-2."""
-    lines = ['| Model | Input | Params (M) | Paper params (M) | FLOPs (G) |',
-             '|---|---|---:|---:|---:|']
+    lines = ['| Model | Input | Params, all (M) | Params, trainable (M) | '
+             'Paper params (M) | FLOPs (G) |',
+             '|---|---|---:|---:|---:|---:|']
     for row in rows:
         paper = '-' if row['paper_params_m'] is None \
             else f"{row['paper_params_m']:.2f}"
         lines.append(f"| {row['model']} | {row['input']} | "
-                     f"{row['params_m']:.2f} | {paper} | "
-                     f"{row['flops_g']:.3f} |")
+                     f"{row['params_m']:.2f} | {row['trainable_m']:.2f} | "
+                     f"{paper} | {row['flops_g']:.3f} |")
     return '\n'.join(lines)
 
 
-def parse_args(argv=None):
+def _depths_last(argv: Sequence[str]) -> List[str]:
+    """Move ``--depths N [N ...]`` to the end of ``argv``, so that a config
+    after it is not read as one more depth."""
+    argv = list(argv)
+    if '--depths' not in argv:
+        return argv
+    start = argv.index('--depths')
+    end = start + 1
+    while end < len(argv) and argv[end].lstrip('-').isdigit():
+        end += 1
+    return argv[:start] + argv[end:] + argv[start:end]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Parameters and FLOPs of ResNet, MRLA-L and ELA models.')
     parser.add_argument('configs', nargs='*', help='mmpretrain / mmdet '
                         'configs to count (besides any --preset)')
-    parser.add_argument('--preset', choices=['cifar', 'imagenet', 'all'])
+    parser.add_argument('--preset', choices=['cifar', 'imagenet', 'all'],
+                        help="the paper's models: CIFAR-100 ResNet-20/56/110"
+                        ', ImageNet ResNet-50/101, or both (the default '
+                        'without configs)')
     parser.add_argument('--depths', type=int, nargs='+',
-                        help='only these depths of the preset')
+                        help='only these depths of the preset, e.g. 20 56')
     parser.add_argument('--masks', nargs='+', default=[],
                         help='ela_pruning.json files for the ELA rows')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size for configs')
-    args = parser.parse_args(argv)
+                        help='input size for configs (default 224 224; '
+                        '32 32 for a CIFAR backbone, 800 1333 for detectors)')
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(_depths_last(
+        sys.argv[1:] if argv is None else argv))
+    if args.depths and not args.preset:
+        if args.configs:
+            parser.error('--depths picks depths of a --preset; a config is '
+                         'counted at the depth it sets (for ResNet-20: '
+                         '--preset cifar --depths 20)')
+        args.preset = 'all'
     if not args.preset and not args.configs:
         args.preset = 'all'
     return args
@@ -213,18 +274,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> List[dict]:
     args = parse_args(argv)
-    masks = load_masks(args.masks)
-    rows = []
-    presets = ('cifar', 'imagenet') if args.preset == 'all' else \
-        (args.preset, ) if args.preset else ()
-    for preset in presets:
-        rows += preset_rows(preset, args.depths, masks)
-    for config in args.configs:
-        rows += config_rows(config, args.shape, masks)
+    with user_errors():
+        masks = load_masks(args.masks)
+        rows = []
+        presets = ('cifar', 'imagenet') if args.preset == 'all' else \
+            (args.preset, ) if args.preset else ()
+        for preset in presets:
+            rows += preset_rows(preset, args.depths, masks)
+        for config in args.configs:
+            rows += config_rows(config, args.shape, masks)
     print(format_table(rows))
-    print('\nFLOPs: multiply-accumulates of convolutions and linear layers '
-          '(mmengine.analysis), one image; element-wise operations and '
-          'norms are not counted.')
+    print('\nParams, all: every parameter; trainable: those not frozen '
+          '(requires_grad). FLOPs: multiply-accumulates of convolutions and '
+          'linear layers (mmengine.analysis), one image; element-wise '
+          'operations and norms are not counted.')
     return rows
 
 
