@@ -3,6 +3,7 @@ carry the paper's ELAPruningHook settings (SPEC section 4), and the detection
 configs take standard ResNet checkpoints for their backbone."""
 import copy
 import glob
+import importlib
 import logging
 import os.path as osp
 import re
@@ -76,7 +77,13 @@ def test_config_builds(name):
     model = MODELS.build(model_cfg)
     backbone = model.backbone
     assert type(backbone).__name__ == (
-        'ELAResNetCIFAR' if name.startswith('cifar/') else 'ELAResNet')
+        'ELAResNetCIFAR' if name.startswith(('cifar/', 'fashion_mnist/'))
+        else 'ELAResNet')
+    # The config's codebase's own ResNet (or the paper's CIFAR ResNet).
+    if type(backbone).__name__ == 'ELAResNet':
+        stock = importlib.import_module(
+            f'{cfg.default_scope}.models.backbones').ResNet
+        assert isinstance(backbone, stock)
 
     kind = re.search(r'_(ela|mrla_light|mrla_base|plain)_', name)
     if kind:
