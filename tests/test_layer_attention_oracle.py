@@ -1,0 +1,325 @@
+"""The optimised layer attention against the formulation it replaced.
+
+``reference_*`` below are the forward passes of ``layer_attention.py`` as of
+commit 5c76c29 (before issue 11), in plain autograd operators
+(``repeat_interleave`` of the per-head weights, MRLA-B's stack of keys and
+running sum of values), plus the one intended change: MRLA-B's ReLU after
+its norm (issue 8, the published MRLA-B). Every path of the module (the
+hand-written autograd functions, and the plain operators it uses under
+``torch.compile`` or when hooks watch its convs) must match them in outputs
+and in the gradients of inputs and parameters.
+"""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmela.models.layer_attention import (BaseLayerAttention,
+                                          LightLayerAttention,
+                                          build_layer_attention)
+
+
+# ---------------------------------------------------------------- oracle
+def _reference_query_key(m, x):
+    pooled = x.mean(dim=(2, 3)).unsqueeze(1)
+    qk = m.qk(pooled)
+    qk = qk.to(torch.promote_types(qk.dtype, torch.float32))
+    return qk.unflatten(2, (m.num_heads, m.head_dim)).unbind(1)
+
+
+def reference_light(m, x, identity, memory=None):
+    q, k = _reference_query_key(m, x)
+    gate = torch.sigmoid((q * k).sum(-1) * m.scale)
+    channel_gate = gate.to(x.dtype).repeat_interleave(
+        m.head_dim, dim=1)[:, :, None, None]
+    out = torch.addcmul(identity * m.lambda_.to(identity.dtype),
+                        m.value(x), channel_gate)
+    return x + m.norm(out)
+
+
+def reference_base(m, x, identity, memory):
+    q, k = _reference_query_key(m, x)
+    memory.append((k, m.value(x)))
+    keys = torch.stack([key for key, _ in memory], dim=2)
+    attention = torch.softmax((keys * q.unsqueeze(2)).sum(-1) * m.scale,
+                              dim=-1)
+    weights = attention.to(x.dtype).repeat_interleave(m.head_dim, dim=1)
+    values = [value for _, value in memory]
+    per_value = weights[:, :, None, None].unbind(-1)
+    out = values[0] * per_value[0]
+    for value, weight in zip(values[1:], per_value[1:]):
+        out = torch.addcmul(out, value, weight)
+    return x + F.relu(m.norm(out))  # the ReLU: issue 8
+
+
+REFERENCE = {'light': reference_light, 'base': reference_base}
+
+
+# ------------------------------------------------------ a toy stage
+class ToyStage(torch.nn.Module):
+    """Blocks ``x^l = relu(conv(x)) + x`` (identity = the block input), each
+    followed by a layer attention, sharing one memory list per forward."""
+
+    def __init__(self, kind, channels=64, blocks=4, head_dim=16, masks=None):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv2d(channels, channels, 1) for _ in range(blocks))
+        self.attention = torch.nn.ModuleList(
+            build_layer_attention(kind, channels, head_dim=head_dim)
+            for _ in range(blocks))
+        for module in self.attention:
+            torch.nn.init.normal_(module.norm.weight)  # not the zero init
+            torch.nn.init.normal_(module.norm.bias)
+        for module, on in zip(self.attention, masks or [1] * blocks):
+            module.set_retrieval(bool(on))
+        self.forward_attention = None  # None: the module's own forward
+
+    def forward(self, x):
+        memory = []
+        for conv, attention in zip(self.convs, self.attention):
+            out = F.relu(conv(x)) + x
+            if not attention.retrieval_on:
+                x = out
+            elif self.forward_attention is None:
+                x = attention(out, x, memory)
+            else:
+                x = self.forward_attention(attention, out, x, memory)
+        return x
+
+
+def _run(stage, x, grad_seed=1):
+    stage.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = stage(x)
+    gen = torch.Generator().manual_seed(grad_seed)
+    weights = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    (out.double() * weights.contiguous(
+        memory_format=torch.channels_last if
+        out.is_contiguous(memory_format=torch.channels_last) and
+        not out.is_contiguous() else torch.contiguous_format)).sum().backward()
+    grads = {name: p.grad.detach().clone() for name, p in
+             stage.named_parameters() if p.grad is not None}
+    grads['input'] = x.grad.detach().clone()
+    return out.detach(), grads
+
+
+def _pair(kind, masks, dtype=torch.float64, blocks=4, seed=0):
+    torch.manual_seed(seed)
+    stage = ToyStage(kind, blocks=blocks, masks=masks).to(dtype)
+    reference = copy.deepcopy(stage)
+    reference.forward_attention = REFERENCE[kind]
+    return stage, reference
+
+
+def _assert_match(got, want, rtol, atol):
+    out, grads = got
+    ref_out, ref_grads = want
+    torch.testing.assert_close(out, ref_out, rtol=rtol, atol=atol)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=rtol,
+                                   atol=atol, msg=name)
+
+
+MASKS = [None, [1, 0, 1, 1], [0, 1, 0, 1]]
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+@pytest.mark.parametrize('masks', MASKS)
+@pytest.mark.parametrize('train', [True, False])
+def test_matches_the_oracle_in_float64(kind, masks, train):
+    stage, reference = _pair(kind, masks)
+    stage.train(train)
+    reference.train(train)
+    x = torch.randn(3, 64, 6, 5, dtype=torch.float64)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    # A second pass (MRLA-B: buffers sized from the first) matches as well.
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+def test_plain_operator_path_matches_the_oracle(kind, monkeypatch):
+    """The operators used under torch.compile (and, for MRLA-L, when hooks
+    watch the convs)."""
+    stage, reference = _pair(kind, [1, 1, 0, 1])
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+
+
+def test_light_with_hooks_takes_the_module_path_and_still_matches():
+    stage, reference = _pair('light', None)
+    calls = []
+    stage.attention[1].value.register_forward_hook(
+        lambda *_: calls.append(1))
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+def test_channels_last_matches_the_oracle(kind):
+    stage, reference = _pair(kind, [1, 0, 1, 1])
+    stage = stage.to(memory_format=torch.channels_last)
+    reference = reference.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, 5, 7, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+
+
+def _cpu_autocast_dtypes():
+    dtypes = [torch.bfloat16]
+    try:
+        with torch.autocast('cpu', dtype=torch.float16):
+            torch.nn.functional.conv2d(torch.randn(1, 1, 3, 3),
+                                       torch.randn(1, 1, 1, 1))
+        dtypes.append(torch.float16)
+    except RuntimeError:
+        pass
+    return dtypes
+
+
+def _assert_as_accurate(got, want, truth):
+    """``got`` is about as close to ``truth`` as ``want`` is: overall (the
+    sum of relative errors over output and gradients) and tensor by tensor
+    within a factor of 3 (a few gradients cancel so much that half-precision
+    rounding alone changes them by tens of percent, in either path)."""
+    pairs = [(got[0], want[0], truth[0], 'output')] + [
+        (got[1][n], want[1][n], truth[1][n], n) for n in truth[1]]
+    total = reference_total = 0
+    for mine, theirs, exact, name in pairs:
+        exact = exact.double()
+        error = (mine.double() - exact).norm() / exact.norm()
+        reference_error = (theirs.double() - exact).norm() / exact.norm()
+        assert error <= 3 * reference_error + 2e-2, name
+        total, reference_total = total + error, reference_total + \
+            reference_error
+    assert total <= 1.25 * reference_total
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+@pytest.mark.parametrize('dtype', _cpu_autocast_dtypes())
+def test_autocast_is_as_accurate_as_the_oracle(kind, dtype):
+    stage, reference = _pair(kind, [1, 0, 1, 1], dtype=torch.float32)
+    # In a network under autocast the features reaching the layer
+    # attention are in the autocast dtype (conv and norm outputs).
+    x = torch.randn(4, 64, 6, 6).to(dtype)
+    with torch.autocast('cpu', dtype=dtype):
+        got = _run(stage, x)
+        want = _run(reference, x)
+    assert got[0].dtype == want[0].dtype
+    truth = _run(copy.deepcopy(reference).double(), x.double())
+    # Sums run in other orders, so half precision rounds differently:
+    # compare errors against the float64 result.
+    _assert_as_accurate(got, want, truth)
+    # The check can fail: a gradient 50% off is caught.
+    wrong = dict(got[1], input=got[1]['input'] * 1.5)
+    with pytest.raises(AssertionError, match='input'):
+        _assert_as_accurate((got[0], wrong), want, truth)
+
+
+def test_base_keeps_one_memory_entry_per_retrieving_block():
+    stage, _ = _pair('base', [1, 0, 1, 1])
+    seen = []
+    stage.attention[3].register_forward_pre_hook(
+        lambda module, args: seen.append(len(args[2])))
+    stage(torch.randn(1, 64, 3, 3, dtype=torch.float64))
+    assert seen == [2]
+
+
+def test_base_backward_twice_with_retained_graph_gives_the_same_grads():
+    stage, _ = _pair('base', None)
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64, requires_grad=True)
+    out = stage(x).square().sum()
+    first = torch.autograd.grad(out, [x], retain_graph=True)[0]
+    second = torch.autograd.grad(out, [x])[0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_base_buffers_grow_when_the_stage_gets_more_retrievals():
+    stage, reference = _pair('base', [1, 0, 0, 1])
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    assert stage.attention[0]._stage_capacity == 2
+    for s in (stage, reference):
+        for module in s.attention:
+            module.set_retrieval(True)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    assert stage.attention[0]._stage_capacity == 4
+
+
+# ------------------------------------------------------ recording
+def test_light_records_gate_log_gate_and_decay():
+    torch.manual_seed(0)
+    module = LightLayerAttention(64, head_dim=16).double()
+    module.recording = True
+    x = torch.randn(5, 64, 4, 4, dtype=torch.float64)
+    module(x, x)
+    q, k = _reference_query_key(module, x)
+    scores = (q * k).sum(-1) * module.scale
+    torch.testing.assert_close(module.record['gate'],
+                               torch.sigmoid(scores).mean(0))
+    torch.testing.assert_close(module.record['log_gate'],
+                               torch.sigmoid(scores).mean(0).log())
+    assert module.record['gate'].shape == module.record['log_gate'].shape \
+        == (4, )
+    assert module.record['decay'].shape == (64, )
+
+
+def test_log_gate_stays_finite_when_the_gate_underflows():
+    torch.manual_seed(0)
+    module = LightLayerAttention(64, head_dim=16)
+    with torch.no_grad():
+        module.qk.weight[0].fill_(60.0)
+        module.qk.weight[1].fill_(-60.0)
+    module.recording = True
+    x = torch.rand(3, 64, 4, 4) + 1  # positive: every score far below 0
+    module(x, x)
+    assert torch.all(module.record['gate'] == 0)  # sigmoid underflowed
+    log_gate = module.record['log_gate']
+    assert log_gate.dtype == torch.float32
+    assert torch.all(torch.isfinite(log_gate)) and torch.all(log_gate < -100)
+    # log(mean(sigmoid(s))) = logsumexp(logsigmoid(s)) - log(B), exactly
+    # what float64 gives where it does not underflow.
+    q, k = _reference_query_key(module, x)
+    scores = ((q * k).sum(-1) * module.scale).double()
+    torch.testing.assert_close(
+        log_gate.double(),
+        torch.logsumexp(F.logsigmoid(scores), 0) - math.log(3),
+        rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------ drop path and ReLU
+def test_drop_path_is_off_by_default_and_drops_whole_samples():
+    for cls in (LightLayerAttention, BaseLayerAttention):
+        assert isinstance(cls(64).drop_path, torch.nn.Identity)
+    torch.manual_seed(0)
+    module = build_layer_attention('light', 64, head_dim=16,
+                                   drop_path_rate=0.5).double()
+    torch.nn.init.ones_(module.norm.weight)
+    x = torch.randn(16, 64, 3, 3, dtype=torch.float64)
+    kept = copy.deepcopy(module).eval()
+    out = module(x, x)
+    branch = reference_light(copy.deepcopy(module), x, x) - x  # train BN
+    per_sample = [(o - x[i]).abs().max().item() for i, o in enumerate(out)]
+    dropped = [i for i, v in enumerate(per_sample) if v == 0]
+    assert 0 < len(dropped) < 16
+    for i in range(16):
+        want = torch.zeros_like(x[i]) if i in dropped else 2 * branch[i]
+        torch.testing.assert_close(out[i] - x[i], want)
+    # Not in eval mode.
+    torch.testing.assert_close(kept(x, x), reference_light(kept, x, x))
+    with pytest.raises(ValueError, match='drop_path_rate'):
+        build_layer_attention('base', 64, drop_path_rate=1.0)
+
+
+def test_base_ends_with_a_relu_and_light_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 3, 3)
+    for kind, clipped in (('base', True), ('light', False)):
+        module = build_layer_attention(kind, 64)
+        torch.nn.init.ones_(module.norm.weight)
+        branch = module(x, x, []) - x
+        assert bool((branch >= 0).all()) == clipped
