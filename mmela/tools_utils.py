@@ -779,9 +779,17 @@ def _check_backbone(cfg: Config, needs_layer_attention: bool) -> bool:
         return True  # not a backbone-based model: nothing of ours to check
     try:
         backbone = MODELS.build(copy.deepcopy(model_cfg.backbone))
-    except (ValueError, TypeError, KeyError, AssertionError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise ConfigError(f'model.backbone: {message}')
+    except KeyError as e:
+        depths = getattr(_registered(MODELS, model_cfg.backbone.get('type')),
+                         'arch_settings', None)
+        depth = model_cfg.backbone.get('depth')
+        if isinstance(depths, dict) and depth not in depths:
+            # The stock ResNets say only 'invalid depth 42 for resnet'.
+            raise ConfigError(f'model.backbone: depth must be one of '
+                              f'{sorted(depths)}, got {depth}')
+        raise ConfigError(f'model.backbone: {e.args[0] if e.args else e}')
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f'model.backbone: {e}')
     if needs_layer_attention:
         try:
             check_backbone(backbone)
