@@ -93,31 +93,45 @@ report() {
     echo "Fashion-MNIST in $DEST: ${counts[1]} training and ${counts[3]} test images ($1)"
 }
 
-# Copy (gunzip when needed) the four files from directory $1 into DEST.
+# Remove staging directory $1, and DEST too if that leaves it empty (an empty
+# data_root would pass the training pre-flight check and fail later).
+abandon() {
+    rm -rf "$1"
+    rmdir "$DEST" 2>/dev/null || true
+}
+
+# Copy (gunzip when needed) the four files from directory $1 into DEST:
+# all four are written and checked in a temporary directory inside DEST
+# first, then renamed into place, so a bad source leaves DEST as it was.
 copy_from() {
-    local src=$1 name out tmp
+    local src=$1 name stage
     for name in $FILES; do
         if [ -f "$src/$name.gz" ] || [ -f "$src/$name" ]; then continue; fi
         return 1
     done
     mkdir -p "$DEST"
+    stage=$(mktemp -d "$DEST/.prepare.XXXXXX")
     for name in $FILES; do
-        out=$DEST/$name
-        tmp=$(mktemp "$DEST/.$name.XXXXXX")
         if [ -f "$src/$name.gz" ]; then
-            gunzip -c "$src/$name.gz" > "$tmp" 2>/dev/null || {
-                rm -f "$tmp"; die "$src/$name.gz is not a valid gzip file; reinstall or replace it"; }
+            gunzip -c "$src/$name.gz" > "$stage/$name" 2>/dev/null || {
+                abandon "$stage"; die "$src/$name.gz is not a valid gzip file; reinstall or replace it"; }
         else
-            cp "$src/$name" "$tmp"
+            cp "$src/$name" "$stage/$name"
         fi
-        if [ -z "$(idx_count "$tmp")" ]; then
-            rm -f "$tmp"
+        if [ -z "$(idx_count "$stage/$name")" ]; then
+            abandon "$stage"
             die "$src/$name: not an idx file (bad header or size); replace it with the file from https://github.com/zalandoresearch/fashion-mnist"
         fi
-        chmod 644 "$tmp"
-        mv -f "$tmp" "$out"
     done
-    [ -n "$(complete "$DEST")" ] || die "the files in $src do not agree (image and label counts differ); replace them"
+    if [ -z "$(complete "$stage")" ]; then
+        abandon "$stage"
+        die "the files in $src do not agree (image and label counts differ); replace them"
+    fi
+    for name in $FILES; do
+        chmod 644 "$stage/$name"
+        mv -f "$stage/$name" "$DEST/$name"
+    done
+    rmdir "$stage"
 }
 
 download() {
@@ -133,8 +147,7 @@ EOF
     then
         FASHION_MNIST_SRC= copy_from "$tmpdir" && { rm -rf "$tmpdir"; return 0; }
     fi
-    rm -rf "$tmpdir"
-    rmdir "$DEST" 2>/dev/null || true  # leave no empty data_root behind
+    abandon "$tmpdir"
     return 1
 }
 
