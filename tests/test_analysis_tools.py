@@ -200,7 +200,7 @@ def test_visualize_shows_a_saturated_gate_and_writes_next_to_the_checkpoint(
     fig = visualize.draw(matrices, masks, ['layer1', 'layer2', 'layer3'],
                          None, str(tmp_path / 'again.png'))
     ax = fig.axes[0]
-    assert ax.get_title() == 'layer1: 2/2 retrieving'
+    assert ax.get_title() == 'layer1\n2/2 retrieving'
     cell_texts = {(t.get_position(), t.get_text()) for t in ax.texts}
     assert any(pos == (0, 0) and text for pos, text in cell_texts)
 
@@ -224,8 +224,8 @@ def test_visualize_marks_undefined_rows_and_thins_deep_stages(tmp_path):
     assert (tmp_path / 'r101.png').stat().st_size > 0
     layer1, _, layer3, layer4 = fig.axes[:4]
     assert [ax.get_title() for ax in fig.axes[:4]] == [
-        'layer1: 3/3 retrieving', 'layer2: 4/4 retrieving',
-        'layer3: 23/23 retrieving', 'layer4: 2/3 retrieving']
+        'layer1\n3/3 retrieving', 'layer2\n4/4 retrieving',
+        'layer3: 23/23 retrieving', 'layer4\n2/3 retrieving']
     # 23 blocks: at most 8 tick labels; cells too small for numbers.
     assert len(layer3.get_xticks()) <= 8 and len(layer3.get_yticks()) <= 8
     assert all(len(ax.texts) == 0 for ax in fig.axes[:4])

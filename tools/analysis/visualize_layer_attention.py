@@ -181,25 +181,37 @@ def draw(matrices: List[np.ndarray], masks: Sequence[Sequence[bool]],
          names: Sequence[str], title: Optional[str], path: str):
     """Draw the heatmaps into ``path`` and return the (closed) figure.
 
-    Panels are as wide as their stage is deep (at least 4 blocks), so
-    cells have one size across stages; cells carry their value when they
-    are large enough to read it."""
+    Every cell has the same size, so a deep stage (ResNet-101's 23 blocks)
+    gets a large panel and the shallow ones line up with its top; cells
+    carry their value when they are large enough to read it."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
-    widths = [max(len(m), 4) for m in masks]
-    cell = min(0.55, 11.0 / sum(widths))  # inches
-    fig_width = cell * sum(widths) + 0.9 * len(widths) + 1.2
-    fig_height = cell * max(widths) + (2.0 if title else 1.6)
-    fig, axes = plt.subplots(
-        1, len(matrices), squeeze=False, figsize=(fig_width, fig_height),
-        gridspec_kw=dict(width_ratios=widths), layout='constrained')
+    cell = min(0.55, 11.0 / sum(len(m) for m in masks))  # inches
+    slots = [max(cell * len(m), 1.3) for m in masks]  # room for a title
+    left, gap, bar = 0.75, 0.5, 0.9  # y labels, between panels, colour bar
+    top, bottom = (0.75 if title else 0.4), 0.9
+    height = cell * max(len(m) for m in masks)
+    fig_width = left + sum(slots) + gap * (len(slots) - 1) + bar
+    fig_height = top + height + bottom
+    fig = plt.figure(figsize=(fig_width, fig_height))
+    axes, x = [], left
+    for slot, mask in zip(slots, masks):
+        size = cell * len(mask)
+        axes.append(fig.add_axes([
+            (x + (slot - size) / 2) / fig_width,
+            (bottom + height - size) / fig_height,
+            size / fig_width, size / fig_height]))
+        x += slot + gap
+    axes = [axes]
     vmax = _colour_max(matrices)
     cmap = plt.get_cmap('viridis').with_extremes(bad='white')
     # A value such as '0.47' fits its cell at this size; below 7 pt nobody
     # reads it in print, so then the colours alone carry the values.
+    # More than 12 rows of numbers is a table, not a figure.
     fontsize = min(9.0, cell * 72 / 3.4)
+    values = fontsize >= 7 and max(len(m) for m in masks) <= 12
     seen = set()
     for ax, matrix, mask, name in zip(axes[0], matrices, masks, names):
         blocks = len(mask)
@@ -218,12 +230,12 @@ def draw(matrices: List[np.ndarray], masks: Sequence[Sequence[bool]],
                     (-0.5, row - 0.5), row + 1, 1,
                     facecolor=UNDEFINED_COLOUR, edgecolor='#b03a2e',
                     hatch='xx', linewidth=0))
-                if fontsize >= 7:
+                if values:
                     ax.text(row / 2, row, 'n/a', ha='center', va='center',
                             fontsize=fontsize, color='black',
                             bbox=dict(facecolor='white', edgecolor='none',
                                       pad=1))
-            elif fontsize >= 7:
+            elif values:
                 for col in np.flatnonzero(np.isfinite(matrix[row])):
                     value = matrix[row, col]
                     ax.text(col, row, f'{value:.2f}', ha='center',
@@ -236,12 +248,19 @@ def draw(matrices: List[np.ndarray], masks: Sequence[Sequence[bool]],
         ax.tick_params(labelsize=8)
         ax.set_xlabel('retrieved block i', fontsize=9)
         on = int(sum(bool(m) for m in mask))
-        ax.set_title(f'{name}: {on}/{blocks} retrieving', fontsize=10)
-    axes[0][0].set_ylabel('retrieving block l', fontsize=9)
+        # A narrow panel takes its title on two lines.
+        joint = ': ' if cell * blocks >= 1.8 else '\n'
+        ax.set_title(f'{name}{joint}{on}/{blocks} retrieving', fontsize=10)
+    first = cell * len(masks[0])  # a short label for a short panel
+    axes[0][0].set_ylabel('retrieving block l' if first >= 1.5 else
+                          'block l', fontsize=9)
     extend = 'max' if any(np.nanmax(m, initial=0) > vmax for m in matrices
                           if np.isfinite(m).any()) else 'neither'
-    fig.colorbar(image, ax=list(axes[0]), fraction=0.03, pad=0.02,
-                 shrink=0.9, extend=extend).set_label('$P^l_i$', fontsize=10)
+    colour_axis = fig.add_axes([
+        (x - gap + 0.25) / fig_width, bottom / fig_height,
+        0.15 / fig_width, height / fig_height])
+    fig.colorbar(image, cax=colour_axis, extend=extend).set_label(
+        '$P^l_i$', fontsize=10)
     legend = []
     if 'pruned' in seen:
         legend.append(Patch(facecolor=PRUNED_COLOUR, edgecolor='0.45',
@@ -251,10 +270,11 @@ def draw(matrices: List[np.ndarray], masks: Sequence[Sequence[bool]],
             facecolor=UNDEFINED_COLOUR, edgecolor='#b03a2e', hatch='xx',
             label='n/a: all weights underflow to 0 (saturated gate)'))
     if legend:
-        fig.legend(handles=legend, loc='outside lower center',
-                   ncol=len(legend), fontsize=8, frameon=False)
+        fig.legend(handles=legend, loc='lower center', ncol=len(legend),
+                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, y=1 - 0.15 / fig_height,
+                     va='top')
     fig.savefig(path, dpi=200, bbox_inches='tight', pad_inches=0.05)
     plt.close(fig)
     return fig
