@@ -22,7 +22,8 @@ SETTING = dict(method='ebqm', tau=0.3,
                params=dict(gamma=0.5, alpha=5.0, beta=1.0))
 
 
-def hook_reports(kls, stage_as_name=False, blocks=(4, 4)):
+def hook_reports(kls, stage_as_name=False, blocks=(4, 4),
+                 names=('layer1', 'layer2')):
     """Reports as ELAPruningHook writes them, decided here with the hook's
     rule: each window's pairs are the adjacent retrieving blocks, keep_mask
     on their divergences is ANDed into the masks. ``kls`` maps a window to
@@ -42,13 +43,15 @@ def hook_reports(kls, stage_as_name=False, blocks=(4, 4)):
         reports.append(dict(
             window=[number * 2 + 1, number * 2 + 1], epoch=number * 2 + 1,
             **SETTING, iterations=10, skipped=0,
-            pairs=[dict(stage=f'layer{s + 1}' if stage_as_name else s,
+            pairs=[dict(stage=names[s] if stage_as_name else s,
                         previous_block=a, block=b, kl=float(k),
                         mapped=0.0, kept=bool(kp))
                    for (s, a, b), k, kp in zip(pairs, kl, keep)],
             retrievals_on=sum(map(sum, masks)),
             retrievals_total=sum(blocks),
             masks=[[int(m) for m in mask] for mask in masks]))
+        if stage_as_name:
+            reports[-1]['stages'] = list(names)
     return reports
 
 
@@ -56,9 +59,11 @@ KLS = [lambda p: 0.1 * (p[0] * 4 + p[2]) + 0.05 * (p[2] % 2),
        lambda p: 1.0 / (1 + p[0] + p[2])]
 
 
-@pytest.mark.parametrize('stage_as_name', [False, True])
-def test_reproduces_the_hooks_masks(stage_as_name):
-    reports = hook_reports(KLS, stage_as_name)
+@pytest.mark.parametrize('stage_as_name, names', [
+    (False, ('layer1', 'layer2')), (True, ('layer1', 'layer2')),
+    (True, ('stem_stage', 'deep_stage'))])
+def test_reproduces_the_hooks_masks(stage_as_name, names):
+    reports = hook_reports(KLS, stage_as_name, names=names)
     # The setting prunes something in each window, so the check has teeth.
     assert reports[0]['retrievals_on'] < 8
     assert reports[1]['retrievals_on'] < reports[0]['retrievals_on']
@@ -69,7 +74,8 @@ def test_reproduces_the_hooks_masks(stage_as_name):
         [r['masks'] for r in reports]
     assert [w['retrievals_on'] for w in result['windows']] == \
         [r['retrievals_on'] for r in reports]
-    pruned = [[rethreshold.stage_name(p['stage']), p['block']]
+    pruned = [[p['stage'] if stage_as_name else f"layer{p['stage'] + 1}",
+               p['block']]
               for p in reports[0]['pairs'] if not p['kept']]
     assert result['windows'][0]['pruned'] == pruned
 

@@ -83,19 +83,22 @@ def load_reports(path: str) -> Tuple[str, List[dict]]:
     return path, reports
 
 
-def stage_index(stage, num_stages: int) -> int:
+def stage_index(stage, num_stages: int,
+                names: Optional[Sequence[str]] = None) -> int:
     """Index into the masks of a pair's ``stage``: an int, or the stage's
-    name ``'layer<k>'`` (k from 1) as newer reports write it."""
-    if isinstance(stage, bool):
-        index = None
-    elif isinstance(stage, int):
+    name as newer reports write it (looked up in the report's ``stages``,
+    else ``'layer<k>'`` is stage k - 1)."""
+    index = None
+    if isinstance(stage, int) and not isinstance(stage, bool):
         index = stage
-    else:
-        match = re.fullmatch(r'layer(\d+)', str(stage))
+    elif isinstance(stage, str) and names and stage in names:
+        index = list(names).index(stage)
+    elif isinstance(stage, str):
+        match = re.fullmatch(r'layer(\d+)', stage)
         index = int(match.group(1)) - 1 if match else None
     if index is None or not 0 <= index < num_stages:
         raise ReportError(f'pair stage {stage!r} is neither a stage index '
-                          f'nor a name layer1..layer{num_stages}')
+                          f'nor one of the {num_stages} stage names')
     return index
 
 
@@ -107,8 +110,9 @@ def initial_masks(reports: List[dict]) -> Masks:
     """The masks before the first window: the first report's masks with
     every block of the first window's pairs on (they were, to be paired)."""
     masks = [[bool(on) for on in stage] for stage in reports[0]['masks']]
+    names = reports[0].get('stages')
     for pair in reports[0]['pairs']:
-        stage = masks[stage_index(pair['stage'], len(masks))]
+        stage = masks[stage_index(pair['stage'], len(masks), names)]
         for block in (pair['previous_block'], pair['block']):
             if not 0 <= block < len(stage):
                 raise ReportError(f'pair {pair} names a block outside its '
@@ -155,8 +159,9 @@ def rethreshold(reports: List[dict], method: str, tau: float,
                   stopped_at=None)
     for number, report in enumerate(reports[:windows], start=1):
         pairs = report['pairs']
-        indexed = [(stage_index(p['stage'], len(masks)), p['previous_block'],
-                    p['block']) for p in pairs]
+        names = report.get('stages')
+        indexed = [(stage_index(p['stage'], len(masks), names),
+                    p['previous_block'], p['block']) for p in pairs]
         if indexed != adjacent_pairs(masks):
             result['stopped_at'] = number
             break
