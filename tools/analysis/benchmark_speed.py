@@ -36,6 +36,14 @@ Suites:
   ``--suite all`` skips it on the CPU; ``--suite faster-rcnn`` runs it there
   anyway (pass small ``--image-size`` and ``--batch-size``).
 
+Kernel launches: ``ops / step`` is the number of kernel-launching aten
+operators of one training step (forward, backward, SGD step with momentum and
+``foreach=True``, as on CUDA), counted on the eager model with a
+``TorchDispatchMode`` (:mod:`mmela.utils.op_count`: views and metadata
+queries excluded) on the first two samples of the batch (the count does not
+depend on the batch size) after one uncounted step. It is the same on every
+device, and at CIFAR sizes a GPU step's time follows it.
+
 Memory: ``peak step memory`` is ``torch.cuda.max_memory_allocated`` during a
 step minus what was allocated before it (activations, gradients, workspace),
 the largest over the measured steps; on the CPU it is n/a. ``saved
@@ -84,8 +92,10 @@ from torch import Tensor, nn
 
 from mmela.hooks import ELAPruningHook
 from mmela.hooks.ela_pruning_hook import REPORT_FILE
-from mmela.models import ELAResNet, ELAResNetCIFAR
+from mmela.models import ELAResNetCIFAR
+from mmela.models.mmpretrain_backbones import ELAResNet
 from mmela.testing import QuadrantImages, ToyELAClassifier
+from mmela.utils.op_count import KernelOpCounter
 
 SUITES = ('cifar', 'r50-224', 'r50-800', 'faster-rcnn')
 METHODS = ('resnet', 'mrla-b', 'mrla-l', 'ela', 'ela-pruned')
@@ -319,6 +329,7 @@ class Variant:
     times: List[float] = field(default_factory=list)
     peaks: List[int] = field(default_factory=list)
     saved_bytes: Optional[int] = None
+    step_ops: Optional[int] = None
 
 
 def method_label(method: str, retrievals: Optional[Tuple[int, int]]) -> str:
@@ -443,6 +454,33 @@ def saved_activation_bytes(variant: Variant, batch: tuple, device: str,
     return sum(storages.values())
 
 
+def step_op_count(variant: Variant, batch: tuple, device: str,
+                  amp: str, samples: int = 2) -> int:
+    """Kernel-launching aten operators in one training step of the eager
+    model on the first ``samples`` samples (see the module docstring), with
+    an SGD with ``foreach=True``; one uncounted step first creates the
+    momentum buffers. Changes the model's weights (run it after timing)."""
+    model = variant.model
+    backbone = model.backbone
+    model.backbone = getattr(backbone, '_orig_mod', backbone)
+    small = tuple(item[:samples] if isinstance(item, (Tensor, list))
+                  else item for item in batch)
+    group = variant.optimizer.param_groups[0]
+    counted = Variant(variant.method, variant.label, model,
+                      torch.optim.SGD(
+                          [p for p in model.parameters() if p.requires_grad],
+                          lr=group['lr'], momentum=group['momentum'],
+                          weight_decay=group['weight_decay'], foreach=True),
+                      variant.scaler, variant.retrievals)
+    try:
+        train_step(counted, small, device, amp)
+        with KernelOpCounter() as counter:
+            train_step(counted, small, device, amp)
+    finally:
+        model.backbone = backbone
+    return counter.total
+
+
 # ----------------------------------------------------------- statistics
 def summarize(variants: List[Variant]) -> List[dict]:
     """Median, IQR and paired ratios of every variant."""
@@ -459,7 +497,8 @@ def summarize(variants: List[Variant]) -> List[dict]:
                    peak_step_mib=max(variant.peaks) / 2**20
                    if variant.peaks else None,
                    saved_activations_mib=None if variant.saved_bytes is None
-                   else variant.saved_bytes / 2**20)
+                   else variant.saved_bytes / 2**20,
+                   step_ops=variant.step_ops)
         if variant.retrievals is not None:
             row['retrievals_on'], row['retrievals_total'] = \
                 variant.retrievals
@@ -467,6 +506,10 @@ def summarize(variants: List[Variant]) -> List[dict]:
             row[f'vs_{ref}'] = float(np.median(
                 times / np.array(by_method[ref].times))) \
                 if ref in by_method else None
+        reference = by_method.get('resnet')
+        row['step_ops_vs_resnet'] = variant.step_ops / reference.step_ops \
+            if reference and reference.step_ops and variant.step_ops \
+            else None
         rows.append(row)
     return rows
 
@@ -559,7 +602,10 @@ def format_markdown(result: dict) -> str:
         'Step = forward + backward + SGD step. Ratios are medians over rounds '
         'of the paired step times (same round); < 1 is faster. Peak step '
         'memory: CUDA max allocated above the resident state (n/a on CPU); '
-        'saved activations: what autograd keeps for backward in one forward.',
+        'saved activations: what autograd keeps for backward in one forward. '
+        'Ops / step: kernel-launching aten operators of one eager training '
+        'step (forward, backward, SGD with foreach=True; views excluded), '
+        'the same on every device.',
     ]
     if env['device'] == 'cpu':
         lines += [
@@ -575,8 +621,9 @@ def format_markdown(result: dict) -> str:
             continue
         lines += [
             '| Model | Method | Step median (ms) | IQR (ms) | x ResNet | '
-            'x MRLA-B | Peak step memory (MiB) | Saved activations (MiB) |',
-            '|---|---|---:|---:|---:|---:|---:|---:|'
+            'x MRLA-B | Ops / step | Ops x ResNet | '
+            'Peak step memory (MiB) | Saved activations (MiB) |',
+            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'
         ]
         for workload in suite['workloads']:
             for row in workload['rows']:
@@ -585,6 +632,8 @@ def format_markdown(result: dict) -> str:
                     f"{row['median_ms']:.1f} | {row['iqr_ms']:.1f} | "
                     f"{_fmt(row['vs_resnet'], '.2f')} | "
                     f"{_fmt(row['vs_mrla-b'], '.2f')} | "
+                    f"{_fmt(row.get('step_ops'), 'd')} | "
+                    f"{_fmt(row.get('step_ops_vs_resnet'), '.2f')} | "
                     f"{_fmt(row['peak_step_mib'], '.0f')} | "
                     f"{_fmt(row['saved_activations_mib'], '.0f')} |")
         sources = {}
@@ -770,9 +819,12 @@ def run_suite(suite: str, args) -> dict:
                 variant, batch, args.device, args.amp)
         measure_round_robin(variants, batch, args.device, args.amp,
                             args.steps, args.warmup)
+        for variant in variants:
+            variant.step_ops = step_op_count(variant, batch, args.device,
+                                             args.amp)
         rows = summarize(variants)
-        print(', '.join(f"{r['method']} {r['median_ms']:.0f} ms"
-                        for r in rows))
+        print(', '.join(f"{r['method']} {r['median_ms']:.0f} ms "
+                        f"{r['step_ops']} ops" for r in rows))
         record['workloads'].append(dict(
             name=workload.name, rows=rows, mask_source=mask_source
             or 'none (ELA not measured)', masks=masks))
