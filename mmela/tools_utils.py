@@ -571,14 +571,16 @@ def _last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def _earlier_checkpoints(folder: str, exclude: str = '') -> List[str]:
-    """The ``epoch_N.pth`` / ``iter_N.pth`` files of ``folder``, newest
-    (highest N) first, ``exclude`` left out."""
+    """The complete ``epoch_N.pth`` / ``iter_N.pth`` files of ``folder``,
+    newest (highest N) first, ``exclude`` left out. Complete: a zip archive
+    with its central directory (a truncated file has none)."""
     found = []
     if osp.isdir(folder):
         for name in os.listdir(folder):
             match = re.fullmatch(r'(?:epoch|iter)_(\d+)\.pth', name)
             path = osp.join(folder, name)
-            if match and osp.abspath(path) != osp.abspath(exclude or ''):
+            if match and osp.abspath(path) != osp.abspath(exclude or '') \
+                    and zipfile.is_zipfile(path):
                 found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found, reverse=True)]
 
@@ -638,7 +640,8 @@ def _unreadable(path: str, error: Exception) -> str:
         detail = f': {lines[0].strip()}' if lines else ''
         return (f'holds objects other than weights, which the safe loader '
                 f'refuses (torch.load weights_only=True{detail})')
-    reason = ' '.join(str(error).split()) or type(error).__name__
+    reason = ' '.join(str(error).split()).split('. ')[0] or \
+        type(error).__name__
     if len(reason) > 120:
         reason = reason[:117] + '...'
     return (f'cannot be read ({size} bytes, truncated or not a PyTorch '

@@ -139,6 +139,7 @@ def test_resume_with_a_broken_last_checkpoint_pointer(tmp_path, pointer):
     work_dir = tmp_path / 'work_dir'
     work_dir.mkdir()
     save_checkpoint(CLS, work_dir / 'epoch_1.pth')
+    truncate(save_checkpoint(CLS, work_dir / 'epoch_2.pth'))  # not advised
     (work_dir / 'last_checkpoint').write_text(
         str(work_dir / pointer) if pointer else '')
     cfg = train_cfg(CLS, *data_options(tmp_path), work_dir=work_dir,
