@@ -230,7 +230,10 @@ class _StageMemory:
     the buffers are written through ``.data`` (autograd's version check
     would flag the later writes). The capacity is the number of retrievals
     the stage had last time (held by the first retrieving block); when a
-    stage has more, the buffers double.
+    stage has more, the buffers double, and the smaller ones stay alive until
+    the backward pass: the first forward pass of a model (and the first after
+    a retrieval of the stage is switched back on) keeps more memory than the
+    next ones.
     """
 
     def __init__(self, owner: nn.Module, key: Tensor, value: Tensor):

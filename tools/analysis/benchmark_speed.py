@@ -49,7 +49,8 @@ step minus what was allocated before it (activations, gradients, workspace),
 the largest over the measured steps; on the CPU it is n/a. ``saved
 activations`` is what autograd keeps for the backward pass in one forward pass
 (unique storages seen by ``saved_tensors_hooks``, parameters excluded),
-counted in eager mode on any device.
+counted in eager mode on any device, in the second forward pass (MRLA-B
+sizes its stage buffers from the previous pass; the first one grows them).
 
 ``--hook-cost`` trains the suite's ELA classifier (deepest CIFAR depth) for
 ``2 * --hook-cost-epochs + 1`` short epochs with the hook measuring in every
@@ -431,7 +432,8 @@ def measure_round_robin(variants: List[Variant], batch: tuple, device: str,
 def saved_activation_bytes(variant: Variant, batch: tuple, device: str,
                            amp: str) -> int:
     """Bytes autograd saves for the backward pass in one eager forward pass
-    (unique storages, parameters excluded)."""
+    (unique storages, parameters excluded), after one forward pass without
+    gradients."""
     model = variant.model
     backbone = model.backbone
     eager = getattr(backbone, '_orig_mod', backbone)
@@ -446,6 +448,10 @@ def saved_activation_bytes(variant: Variant, batch: tuple, device: str,
         return tensor
 
     try:
+        # One forward first: MRLA-B sizes its stage buffers from the
+        # previous forward pass (the first one grows them).
+        with torch.no_grad(), autocast(device, amp):
+            model(*batch)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             with autocast(device, amp):
                 model(*batch)
