@@ -109,7 +109,7 @@ train() {
     fi
     mkdir -p "$wd"
     [ -f "$wd/last_checkpoint" ] && resume=(--resume)
-    echo "[$name] training ${resume[*]:-}(log: $wd/train.log)"
+    echo "[$name] training ${resume[*]:+${resume[*]} }(log: $wd/train.log)"
     start=$(now)
     set +e
     "$PYTHON" tools/train.py "$config" --work-dir "$wd" "${resume[@]}" \
