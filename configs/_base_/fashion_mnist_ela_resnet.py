@@ -19,9 +19,11 @@
 #    29     1.23    2.13     1.78
 #    38     1.37    2.72     2.37
 #
-# (wall clock with 2 threads was 4-8x worse than that under the load, e.g.
-# 10 s for a plain ResNet-38 iteration: the schedule assumes the experiment
-# gets the machine to itself.) With two threads at ~75% efficiency one
+# Wall clock, one thread, at load average ~4: 1.15 / 3.37 / 2.89 s for
+# ResNet-38. With two threads under that load it was 4-10x worse (10 s for
+# a plain ResNet-38 iteration: OpenMP threads wait for each other's time
+# slice), so the estimate below assumes the experiment gets the machine to
+# itself; on a machine shared as it was here it would take ~5 h. With two threads at ~75% efficiency one
 # iteration of all four ResNet-38 methods (ELA ~2.0) costs ~5.6 s, so three
 # seeds of 240 iterations, one validation and one test pass (10,000 images
 # each, ~52 iterations' worth) and the start-ups come to ~90 min: 1.6x margin
