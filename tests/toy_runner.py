@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import sys
+import uuid
 
 import numpy as np
 import torch
@@ -85,6 +86,10 @@ def toy_cfg(work_dir, max_epochs=3, hooks=(), layer_attention='light',
                                find_unused_parameters=False),
         launcher=launcher,
         resume=resume,
+        # mmengine names a run's logger by its start second and reuses a
+        # logger of that name, so a second run within the same second would
+        # log into the first one's file: every toy run gets its own name.
+        experiment_name=f'toy_{uuid.uuid4().hex}',
         default_scope='mmengine')
 
 
