@@ -435,3 +435,11 @@ def test_a_resnet_checkpoint_starts_the_network_as_that_resnet(tmp_path):
     scratch = _build('mmdet', 'ELAResNet', depth=50)
     scratch.init_weights()
     assert torch.all(scratch.layer1[0].layer_attention.norm.weight == 1)
+
+
+def test_attention_drop_path_reaches_every_retrieval():
+    model = ELAResNetCIFAR(20, attention_drop_path_rate=0.2)
+    rates = [b.layer_attention.drop_path.p for s in model.stages() for b in s]
+    assert rates == [0.2] * 6
+    default = ELAResNetCIFAR(20).layer1[0].layer_attention.drop_path
+    assert getattr(default, 'p', 0) == 0

@@ -252,10 +252,13 @@ class LayerAttentionResNetBase:
             if self.layer_attention == 'base':
                 dists = [m.record['distribution'] for _, m in active]
             else:
+                records = [m.record for _, m in active]
                 dists = light_attention_distributions(
-                    [m.record['decay'] for _, m in active],
-                    [m.record['gate'] for _, m in active],
-                    head_dim=active[0][1].head_dim) if active else []
+                    [r['decay'] for r in records],
+                    [r['gate'] for r in records],
+                    head_dim=active[0][1].head_dim,
+                    log_gates=[r['log_gate'] for r in records]
+                ) if active else []
             result.append([(i, d) for (i, _), d in zip(active, dists)])
         return result
 
@@ -295,7 +298,7 @@ def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
         block.downsample = IdentityRecorder(block.downsample)
     block.layer_attention = build_layer_attention(
         kind, block_out_channels(block), norm_cfg=norm_cfg,
-        head_dim=head_dim)
+        head_dim=head_dim, drop_path_rate=drop_path_rate)
 
 
 def _attention_modules(stage: nn.Module) -> List[nn.Module]:
