@@ -42,7 +42,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, Runner
 from torch import Tensor, nn
 
-from .hooks import ELAPruningHook, check_backbone
+from .hooks import ELAPruningError, ELAPruningHook, check_backbone
 
 SCOPES = ('mmdet', 'mmpretrain')
 
@@ -63,16 +63,25 @@ class ConfigErrors(ConfigError):
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`ConfigError` into ``error:`` lines on stderr (one per
-    problem) and exit status 2 (argparse's status for bad usage)."""
+    problem) and exit status 2 (argparse's status for bad usage), and an
+    :class:`ELAPruningError` raised while training (a diverged loss, a window
+    with nothing to measure) into one ``error:`` line and exit status 1."""
     try:
         yield
     except ConfigError as e:
-        # Under torchrun every rank fails the same way: say it once.
-        if os.environ.get('RANK', '0') == '0':
-            for error in getattr(e, 'errors', [e]):
-                message = ' '.join(str(error).split())
-                print(f'error: {message}', file=sys.stderr)
+        _print_errors(getattr(e, 'errors', [e]))
         sys.exit(2)
+    except ELAPruningError as e:
+        _print_errors([e])
+        sys.exit(1)
+
+
+def _print_errors(errors) -> None:
+    # Under torchrun every rank fails the same way: say it once.
+    if os.environ.get('RANK', '0') == '0':
+        for error in errors:
+            message = ' '.join(str(error).split())
+            print(f'error: {message}', file=sys.stderr)
 
 
 # ------------------------------------------------------------ arguments

@@ -235,3 +235,19 @@ def test_every_option_of_train_and_test_has_help():
     for parser in (tools_utils.train_parser(), tools_utils.test_parser()):
         for action in parser._actions:
             assert action.help, action.option_strings
+
+
+# ------------------------------------------ item 6: a diverged run, end to end
+@pytest.mark.slow
+def test_a_diverged_training_run_ends_with_one_error_line(tmp_path):
+    from test_tools import tiny_classification
+    config = tiny_classification(tmp_path)
+    result = run_tool('train.py', config, '--work-dir', tmp_path / 'w',
+                      '--cfg-options', 'optim_wrapper.optimizer.lr=1e38')
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error:')]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith('error: ELAPruningHook: ') and \
+        'diverged' in errors[0], errors

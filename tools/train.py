@@ -34,7 +34,8 @@ def main():
         apply_train_args(cfg, args)
         preflight(cfg, mode='train')
     runner = build_runner(cfg)
-    runner.train()
+    with user_errors():  # a diverged run ends with one line, not a traceback
+        runner.train()
     release_distributed()
 
 

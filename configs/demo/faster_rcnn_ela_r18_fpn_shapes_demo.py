@@ -78,7 +78,10 @@ test_evaluator = val_evaluator
 max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 custom_hooks = [
-    dict(type='ELAPruningHook', windows=[1, 5], alpha=2.0, beta=5.0, tau=0.2)
+    dict(type='ELAPruningHook', windows=[1, 5], alpha=2.0, beta=5.0, tau=0.2),
+    # --resume replays the random augmentation too, so a resumed run ends
+    # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
+    dict(type='ExactResumeHook')
 ]
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,

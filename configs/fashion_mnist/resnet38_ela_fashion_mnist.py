@@ -9,5 +9,8 @@ _base_ = '../_base_/fashion_mnist_ela_resnet.py'
 model = dict(backbone=dict(layer_attention='light'))
 custom_hooks = [
     dict(type='ELAPruningHook', windows={{_base_.ela_windows}},
-         alpha=5.0, beta=1.0, tau=0.3)
+         alpha=5.0, beta=1.0, tau=0.3),
+    # --resume replays the random augmentation too, so a resumed run ends
+    # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
+    dict(type='ExactResumeHook')
 ]

@@ -7,7 +7,10 @@ _base_ = './resnet38_ela_fashion_mnist.py'
 
 custom_hooks = [
     dict(type='ELAPruningHook', windows=[(1, 1)], alpha=5.0, beta=1.0,
-         tau=0.3)
+         tau=0.3),
+    # --resume replays the random augmentation too, so a resumed run ends
+    # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
+    dict(type='ExactResumeHook')
 ]
 # No validation (val_interval stays 12): only the divergences are needed.
 train_cfg = dict(max_epochs=1)

@@ -8,5 +8,8 @@ custom_imports = dict(imports=['mmela'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ELAResNet', layer_attention='light'))
 custom_hooks = [
     dict(type='ELAPruningHook', windows=[(1, 3), (51, 53)], alpha=2.0,
-         beta=5.0, tau=0.25)
+         beta=5.0, tau=0.25),
+    # --resume replays the random augmentation too, so a resumed run ends
+    # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
+    dict(type='ExactResumeHook')
 ]
