@@ -7,6 +7,7 @@ checkpointing, masks and the interface the pruning hook relies on.
 """
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,7 +58,10 @@ STOCK_IDS = [f'{c}-{t}-{i}' for i, (c, t, _) in enumerate(STOCK)]
 
 
 def _build(codebase, type_, **kwargs):
-    return REGISTRIES[codebase].build(dict(type=type_, **kwargs))
+    # The registry builds from the default scope's registry when there is
+    # one (another test may have set it): make it this codebase's.
+    with DefaultScope.overwrite_default_scope(codebase):
+        return REGISTRIES[codebase].build(dict(type=type_, **kwargs))
 
 
 def _forward(model, x, seed=0):
