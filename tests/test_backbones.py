@@ -409,12 +409,22 @@ def test_plain_backbone_has_no_retrievals():
         model.get_masks()
 
 
-def test_zero_init_residual_zeroes_the_last_norm_unless_pretrained():
-    model = _build('mmpretrain', 'ELAResNet', depth=50)
+@pytest.mark.parametrize('codebase', ['mmdet', 'mmpretrain'])
+@pytest.mark.parametrize('kind', [None, 'light'])
+def test_zero_init_residual_zeroes_the_last_norm_unless_pretrained(
+        codebase, kind):
+    # mmdet zero-inits through the blocks' init_cfg, which the stage must
+    # pass on; mmpretrain in ResNet.init_weights.
+    model = _build(codebase, 'ELAResNet', depth=50, layer_attention=kind)
     model.init_weights()
-    assert model.layer2[1].bn3.weight.abs().sum() == 0
+    last_norms = [block.bn3.weight for stage in model.stages()
+                  for block in stage]
+    assert len(last_norms) == 16
+    assert all(w.abs().sum() == 0 for w in last_norms)
     assert model.layer2[1].bn2.weight.abs().sum() > 0
-    cifar = ELAResNetCIFAR(20)  # zero_init_residual defaults to False
+
+def test_cifar_zero_init_residual_is_off_by_default():
+    cifar = ELAResNetCIFAR(20)
     cifar.init_weights()
     assert cifar.layer1[1].bn3.weight.abs().sum() > 0
     cifar = ELAResNetCIFAR(20, zero_init_residual=True)
@@ -447,3 +457,14 @@ def test_attention_drop_path_reaches_every_retrieval():
     assert rates == [0.2] * 6
     default = ELAResNetCIFAR(20).layer1[0].layer_attention.drop_path
     assert getattr(default, 'p', 0) == 0
+
+
+def test_regnet_widths_that_32_does_not_divide_get_narrower_heads():
+    # regnetx_1.6gf: stage widths 72, 168, 408, 912.
+    model = _build('mmdet', 'ELARegNet', arch='regnetx_1.6gf')
+    dims = [stage[0].layer_attention.head_dim for stage in model.stages()]
+    assert dims == [24, 28, 24, 24]
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [72, 168, 408, 912]
+    assert [s[0].layer_attention.head_dim for s in _build(
+        'mmpretrain', 'ELAResNet', depth=50).stages()] == [32] * 4

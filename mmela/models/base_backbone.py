@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
 from .attention_distribution import light_attention_distributions
@@ -103,16 +104,9 @@ def _ddp_running() -> bool:
             and dist.get_world_size() > 1)
 
 
-class LayerAttentionStage(nn.Sequential):
-    """A stage whose blocks share the layer-attention memory (MRLA-B's keys
-    and values). Built from the stock stage: the same blocks under the same
-    names (and the stock stage's plain attributes, such as ``block``)."""
-
-    def __init__(self, stage: nn.Sequential):
-        super().__init__(*stage)
-        for name, value in vars(stage).items():
-            if not name.startswith('_') and name != 'training':
-                self.__dict__.setdefault(name, value)
+class _StageForward:
+    """The forward pass of a layer-attention stage: its blocks share the
+    layer-attention memory (MRLA-B's keys and values)."""
 
     def forward(self, x: Tensor) -> Tensor:
         memory: List = []
@@ -134,6 +128,32 @@ class LayerAttentionStage(nn.Sequential):
         if not params:
             return x
         return x + torch.stack([p.sum() for p in params]).sum() * 0.0
+
+
+class LayerAttentionStage(_StageForward, nn.Sequential):
+    """A layer-attention stage in place of a stock ``nn.Sequential`` stage
+    (mmpretrain's ``ResLayer``)."""
+
+
+class LayerAttentionBaseModuleStage(_StageForward, Sequential):
+    """A layer-attention stage in place of a stock mmengine ``Sequential``
+    stage (mmdet's ``ResLayer``), which passes ``init_weights`` on to its
+    blocks (mmdet's ``zero_init_residual`` is the blocks' ``init_cfg``)."""
+
+
+def layer_attention_stage(stage: nn.Sequential) -> nn.Sequential:
+    """The stock stage's blocks, under the same names, in a stage that runs
+    their layer attention; of the stock stage's kind (with or without
+    mmengine's ``init_weights``), with its plain attributes (``block``,
+    ``expansion``, ...)."""
+    if isinstance(stage, BaseModule):
+        new = LayerAttentionBaseModuleStage(*stage, init_cfg=stage.init_cfg)
+    else:
+        new = LayerAttentionStage(*stage)
+    for name, value in vars(stage).items():
+        if not name.startswith('_') and name != 'training':
+            new.__dict__.setdefault(name, value)
+    return new
 
 
 def _pruned_parameters(block: nn.Module) -> List[nn.Parameter]:
@@ -164,7 +184,8 @@ class LayerAttentionResNetBase:
             attention ELA prunes in the paper), ``'base'`` (MRLA-B) or None
             (exactly the stock network). Default: 'light'.
         head_dim (int): Channels per layer-attention head. Default: 32 (the
-            paper's ``dim_perhead``).
+            paper's ``dim_perhead``). A block whose width it does not divide
+            (some RegNets) gets the largest head width below it that does.
         attention_drop_path_rate (float): DropPath on the retrieval branch,
             as in the published MRLA ImageNet recipe. The ELA paper does not
             mention it. Default: 0.
@@ -197,7 +218,7 @@ class LayerAttentionResNetBase:
                 for block in stage:
                     _attach(block, layer_attention, norm_cfg, head_dim,
                             attention_drop_path_rate)
-                setattr(self, name, LayerAttentionStage(stage))
+                setattr(self, name, layer_attention_stage(stage))
         # The stock constructor froze its stages before layer attention
         # existed; apply frozen_stages again, now to the whole network.
         self._freeze_stages()
@@ -296,9 +317,19 @@ def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
             raise TypeError(f'{type(block).__name__}.downsample must be an '
                             f'nn.Sequential to attach layer attention')
         block.downsample = IdentityRecorder(block.downsample)
+    channels = block_out_channels(block)
     block.layer_attention = build_layer_attention(
-        kind, block_out_channels(block), norm_cfg=norm_cfg,
-        head_dim=head_dim, drop_path_rate=drop_path_rate)
+        kind, channels, norm_cfg=norm_cfg,
+        head_dim=fitting_head_dim(channels, head_dim),
+        drop_path_rate=drop_path_rate)
+
+
+def fitting_head_dim(channels: int, head_dim: int) -> int:
+    """The largest head width up to ``head_dim`` that divides ``channels``
+    (``head_dim`` itself for every ResNet/ResNeXt width; RegNets have widths
+    such as 72 or 168 that 32 does not divide)."""
+    return max(d for d in range(1, min(head_dim, channels) + 1)
+               if channels % d == 0)
 
 
 def _attention_modules(stage: nn.Module) -> List[nn.Module]:
