@@ -35,8 +35,13 @@ import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import warnings
+
 import numpy as np
 
+# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
+# mmcv do at import time; the warning is not actionable for users here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 

@@ -57,6 +57,10 @@ from collections import Counter
 
 from torch import nn
 
+# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
+# mmcv do at import time; the warning is not actionable for users here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
 STOCK_TYPES = ('ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNeXt')
 CODEBASES = ('mmdet', 'mmpretrain')
 
