@@ -5,6 +5,8 @@ bitwise the same outputs); with layer attention it adds only the blocks'
 ``layer_attention`` submodules. Then shapes, freezing, gradients,
 checkpointing, masks and the interface the pruning hook relies on.
 """
+import os.path as osp
+
 import pytest
 import torch
 from mmengine.registry import DefaultScope
@@ -468,3 +470,22 @@ def test_regnet_widths_that_32_does_not_divide_get_narrower_heads():
     assert [o.shape[1] for o in outs] == [72, 168, 408, 912]
     assert [s[0].layer_attention.head_dim for s in _build(
         'mmpretrain', 'ELAResNet', depth=50).stages()] == [32] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('codebase,config', [
+    ('mmdet', 'dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py'),
+    ('mmdet', 'gn+ws/faster-rcnn_r50_fpn_gn-ws-all_1x_coco.py'),
+    ('mmpretrain', 'resnet/resnetv1d50_8xb32_in1k.py'),
+])
+def test_stock_configs_build_with_their_ela_backbone(codebase, config):
+    import subprocess
+    import sys
+    tool = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'tools', 'misc', 'check_stock_configs.py')
+    result = subprocess.run(
+        [sys.executable, tool, codebase, '--filter', config, '--limit', '1'],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'{codebase} {config}: built: ' in result.stdout
+    assert '1 target configs: 1 built, 0 failed' in result.stdout
