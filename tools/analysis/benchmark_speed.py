@@ -205,7 +205,8 @@ def workloads(suite: str, depths: Sequence[int], batch_size: int,
         return [Workload(suite, 'ResNet-50',
                          _classifier_builder(ELAResNet, 50,
                                              settings['num_classes']),
-                         (images, labels), dict(type='ELAResNet', depth=50))]
+                         (images, labels),
+                         dict(type='mmpretrain.ELAResNet', depth=50))]
     if suite == 'r50-800':
         detection_backbone = dict(depth=50, out_indices=(0, 1, 2, 3),
                                   frozen_stages=1, norm_eval=True)
@@ -213,12 +214,12 @@ def workloads(suite: str, depths: Sequence[int], batch_size: int,
             suite, 'ResNet-50',
             lambda kind: BackboneLoss(
                 ELAResNet(layer_attention=kind, **detection_backbone)),
-            (images, ), dict(type='ELAResNet', depth=50))]
+            (images, ), dict(type='mmpretrain.ELAResNet', depth=50))]
     if suite == 'faster-rcnn':
         return [Workload(suite, 'Faster R-CNN R50 FPN',
                          _build_faster_rcnn,
                          _detection_batch(images),
-                         dict(type='ELAResNet', depth=50))]
+                         dict(type='mmdet.ELAResNet', depth=50))]
     raise ValueError(f'suite must be one of {list(SUITES)}, got {suite!r}')
 
 
