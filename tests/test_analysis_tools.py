@@ -92,6 +92,13 @@ def test_benchmark_runs_end_to_end_on_cpu(tmp_path):
         assert label in markdown
 
 
+def test_benchmark_plot_gives_every_method_its_own_colour():
+    benchmark = _tool('benchmark_speed')
+    assert set(benchmark.PLOT_STYLES) == set(benchmark.METHODS)
+    colours = [colour for colour, _, _ in benchmark.PLOT_STYLES.values()]
+    assert len(set(colours)) == len(colours)
+
+
 def test_benchmark_takes_masks_from_a_pruning_report(tmp_path):
     benchmark = _tool('benchmark_speed')
     report = tmp_path / 'ela_pruning.json'

@@ -671,6 +671,15 @@ def _fmt(value, spec: str) -> str:
     return 'n/a' if value is None else format(value, spec)
 
 
+# (colour, marker, line) per method: one colour each, so that every line
+# can be told apart in print.
+PLOT_STYLES = {'resnet': ('tab:gray', 'o', '-'),
+               'mrla-b': ('tab:red', 's', '-'),
+               'mrla-l': ('tab:orange', '^', '-'),
+               'ela': ('tab:blue', 'D', '-'),
+               'ela-pruned': ('tab:green', 'v', ':')}
+
+
 def plot(result: dict, path: str) -> None:
     """Step time per method against depth (the paper's Fig. 4), and the
     same relative to MRLA-B; one row of panels per suite."""
@@ -680,11 +689,6 @@ def plot(result: dict, path: str) -> None:
     suites = [s for s in result['suites'] if not s.get('skipped')]
     fig, axes = plt.subplots(len(suites), 2, squeeze=False,
                              figsize=(11, 3.8 * len(suites)))
-    styles = {'resnet': ('tab:gray', 'o', '-'),
-              'mrla-b': ('tab:red', 's', '-'),
-              'mrla-l': ('tab:orange', '^', '-'),
-              'ela': ('tab:blue', 'D', '-'),
-              'ela-pruned': ('tab:blue', 'v', ':')}
     for (ax_time, ax_ratio), suite in zip(axes, suites):
         names = [w['name'] for w in suite['workloads']]
         x = np.arange(len(names))
@@ -693,7 +697,7 @@ def plot(result: dict, path: str) -> None:
                     if r['method'] == method]
             if len(rows) != len(names):
                 continue
-            color, marker, line = styles[method]
+            color, marker, line = PLOT_STYLES[method]
             label = rows[-1]['label'] if method in ('resnet', 'mrla-b') \
                 else rows[-1]['label'].split(' (')[0] + {
                     'mrla-l': '', 'ela': ' (hook masks)',
