@@ -394,10 +394,21 @@ def _is_remote(path: str) -> bool:
     return '://' in str(path)
 
 
-def _missing(path: str, key: str) -> ConfigError:
+# Datasets that a script of ours prepares.
+PREPARE_SCRIPTS = {
+    'FashionMNIST': 'tools/misc/prepare_fashion_mnist.sh',
+}
+
+
+def _missing(path: str, key: str, dataset_type=None) -> ConfigError:
     where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
-    return ConfigError(f'{key}: {path} does not exist{where}; put the data '
-                       f'there or point the config at it, e.g. '
+    script = PREPARE_SCRIPTS.get(dataset_type)
+    if script:  # as the user can type it from where they are
+        script = osp.relpath(osp.join(osp.dirname(osp.dirname(
+            osp.abspath(__file__))), script))
+    how = f'run bash {script} {path}, or ' if script else ''
+    return ConfigError(f'{key}: {path} does not exist{where}; {how}put the '
+                       f'data there or point the config at it, e.g. '
                        f'--cfg-options {key}=PATH')
 
 
@@ -417,7 +428,7 @@ def _check_dataset(dataset: Optional[dict], key: str) -> None:
     if data_root and not osp.isdir(data_root):
         if _downloads(dataset):  # e.g. mmpretrain's CIFAR (download=True)
             return
-        raise _missing(data_root, f'{key}.data_root')
+        raise _missing(data_root, f'{key}.data_root', dataset.get('type'))
     paths = [('ann_file', dataset.get('ann_file'))]
     prefix = dataset.get('data_prefix')
     if isinstance(prefix, dict):

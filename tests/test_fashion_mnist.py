@@ -207,8 +207,11 @@ def test_training_without_data_is_one_error_line(tmp_path):
     cfg = load_config(args)
     apply_train_args(cfg, args)
     with pytest.raises(ConfigError, match=r'data_root: .*no_data does not '
-                       r'exist'):
+                       r'exist') as error:
         preflight(cfg, mode='train')
+    # ... and says how to get the data.
+    assert f'run bash tools/misc/prepare_fashion_mnist.sh {missing}' in \
+        str(error.value)
     assert not (tmp_path / 'wd').exists()
 
 
