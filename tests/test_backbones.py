@@ -6,6 +6,8 @@ bitwise the same outputs); with layer attention it adds only the blocks'
 checkpointing, masks and the interface the pruning hook relies on.
 """
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -479,8 +481,6 @@ def test_regnet_widths_that_32_does_not_divide_get_narrower_heads():
     ('mmpretrain', 'resnet/resnetv1d50_8xb32_in1k.py'),
 ])
 def test_stock_configs_build_with_their_ela_backbone(codebase, config):
-    import subprocess
-    import sys
     tool = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                     'tools', 'misc', 'check_stock_configs.py')
     result = subprocess.run(
