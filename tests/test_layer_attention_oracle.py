@@ -94,7 +94,8 @@ def _run(stage, x, grad_seed=1):
     x = x.detach().clone().requires_grad_()
     out = stage(x)
     gen = torch.Generator().manual_seed(grad_seed)
-    weights = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    weights = torch.randn(out.shape, generator=gen,
+                          dtype=torch.float64).to(out.device)
     (out.double() * weights.contiguous(
         memory_format=torch.channels_last if
         out.is_contiguous(memory_format=torch.channels_last) and
@@ -105,9 +106,9 @@ def _run(stage, x, grad_seed=1):
     return out.detach(), grads
 
 
-def _pair(kind, masks, dtype=torch.float64, blocks=4, seed=0):
+def _pair(kind, masks, dtype=torch.float64, blocks=4, seed=0, device='cpu'):
     torch.manual_seed(seed)
-    stage = ToyStage(kind, blocks=blocks, masks=masks).to(dtype)
+    stage = ToyStage(kind, blocks=blocks, masks=masks).to(device, dtype)
     reference = copy.deepcopy(stage)
     reference.forward_attention = REFERENCE[kind]
     return stage, reference
@@ -323,3 +324,41 @@ def test_base_ends_with_a_relu_and_light_does_not():
         torch.nn.init.ones_(module.norm.weight)
         branch = module(x, x, []) - x
         assert bool((branch >= 0).all()) == clipped
+
+
+# ------------------------------------------------------------------ CUDA
+# The hand-written autograd functions have no device-specific code, but
+# half precision takes other branches on a GPU (batched dot products, cuDNN
+# depthwise convs). These run wherever a GPU is present; CI has none.
+cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='needs a CUDA device')
+
+
+@cuda
+@pytest.mark.parametrize('kind', ['light', 'base'])
+@pytest.mark.parametrize('masks', MASKS)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cuda_matches_the_oracle_in_float64(kind, masks, channels_last):
+    stage, reference = _pair(kind, masks, device='cuda')
+    x = torch.randn(3, 64, 6, 5, dtype=torch.float64, device='cuda')
+    if channels_last:
+        stage = stage.to(memory_format=torch.channels_last)
+        reference = reference.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    for _ in range(2):  # the second pass: MRLA-B's buffers already sized
+        _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+
+
+@cuda
+@pytest.mark.parametrize('kind', ['light', 'base'])
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cuda_autocast_is_as_accurate_as_the_oracle(kind, dtype):
+    stage, reference = _pair(kind, [1, 0, 1, 1], dtype=torch.float32,
+                             device='cuda')
+    x = torch.randn(4, 64, 6, 6, device='cuda').to(dtype)
+    with torch.autocast('cuda', dtype=dtype):
+        got = _run(stage, x)
+        want = _run(reference, x)
+    assert got[0].dtype == want[0].dtype
+    truth = _run(copy.deepcopy(reference).double(), x.double())
+    _assert_as_accurate(got, want, truth)
