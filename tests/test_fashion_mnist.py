@@ -49,13 +49,14 @@ def idx_bytes(array: np.ndarray, labels: bool) -> bytes:
 def write_idx(directory, num_train, num_test, size=28, compress=False,
               encode_index=False, seed=0):
     """Four idx files of random images (or, ``encode_index``, images whose
-    first three pixels hold the sample's index) and labels ``i % 10``."""
+    first three pixels hold the sample's index, plus 1,000,000 in the test
+    file) and labels ``i % 10``."""
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
     contents = {}
     for prefix, n in (('train', num_train), ('t10k', num_test)):
         if encode_index:
-            index = np.arange(n)
+            index = np.arange(n) + (1000000 if prefix == 't10k' else 0)
             images = np.zeros((n, size, size), dtype=np.uint8)
             images.reshape(n, -1)[:, :3] = np.stack(
                 [index // 65536, index // 256 % 256, index % 256], axis=1)
@@ -191,9 +192,13 @@ def test_splits_are_disjoint_and_test_is_separate(tmp_path):
 
     train = indices('train_dataloader')
     val = indices('val_dataloader')
+    test = indices('test_dataloader')
     # The first 2,560 training images train, the last 10,000 validate.
     assert train == set(range(2560))
     assert val == set(range(50000, 60000))
+    # The test split is the 10,000 t10k images, not the training file
+    # (mmpretrain 1.2.0 reads the file named by test_mode, not by split).
+    assert test == set(range(1000000, 1010000))
     assert cfg.test_dataloader.dataset.split == 'test'
     assert cfg.val_dataloader.dataset.split == 'train'
 
@@ -221,7 +226,7 @@ def smoke(tmp_path_factory):
     """The experiment's smoke version, ELA only: seed 0 trained (three
     windows), pruned and tested, seed 1 through the first window."""
     tmp = tmp_path_factory.mktemp('fashion_mnist')
-    write_idx(tmp / 'data', 80, 24)
+    write_idx(tmp / 'data', 80, 64)
     env = dict(os.environ, FASHION_MNIST_SMOKE='1',
                FASHION_MNIST_DATA=str(tmp / 'data'), METHODS='ela',
                SEEDS='0', ABLATION_SEEDS='1', PYTHON=sys.executable)

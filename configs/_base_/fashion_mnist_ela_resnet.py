@@ -103,9 +103,16 @@ test_dataloader = dict(
         type='FashionMNIST',
         data_root=data_root,
         split='test',
+        # mmpretrain 1.2.0's MNIST / FashionMNIST choose the files from
+        # test_mode, not from split: split='test' alone reads the 60,000
+        # training images. Both are set so the test split is t10k.
+        test_mode=True,
         download=False,
         pipeline=test_pipeline))
 test_evaluator = val_evaluator
+# Logs each split's sample count (train and val when training starts, test
+# when testing starts): the experiment's summary checks them.
+custom_hooks = [dict(type='SplitSizeHook')]
 
 param_scheduler = dict(
     _delete_=True, type='MultiStepLR', by_epoch=True, milestones=[6, 9],

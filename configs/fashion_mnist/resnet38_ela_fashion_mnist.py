@@ -12,5 +12,6 @@ custom_hooks = [
          alpha=5.0, beta=1.0, tau=0.3),
     # --resume replays the random augmentation too, so a resumed run ends
     # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
-    dict(type='ExactResumeHook')
+    dict(type='ExactResumeHook'),
+    dict(type='SplitSizeHook')
 ]

@@ -10,7 +10,8 @@ custom_hooks = [
          tau=0.3),
     # --resume replays the random augmentation too, so a resumed run ends
     # with the uninterrupted run's masks (mmela/hooks/exact_resume_hook.py).
-    dict(type='ExactResumeHook')
+    dict(type='ExactResumeHook'),
+    dict(type='SplitSizeHook')
 ]
 # No validation (val_interval stays 12): only the divergences are needed.
 train_cfg = dict(max_epochs=1)

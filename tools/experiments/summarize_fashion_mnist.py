@@ -28,6 +28,7 @@ import json
 import os
 import os.path as osp
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,39 @@ def epoch_seconds(scalars: List[dict]) -> Dict[int, float]:
     return result
 
 
+SPLIT_LINE = re.compile(r'\b(train|val|test) split: (\w+), (\d+) samples')
+# What each split must hold (the config's indices; the smoke version's
+# overrides in fashion_mnist.sh).
+EXPECTED_SAMPLES = dict(train=2560, val=10000, test=10000)
+SMOKE_SAMPLES = dict(train=64, val=16, test=64)
+
+
+def split_sizes(work_dir: str) -> Dict[str, int]:
+    """The sample count of each split, as SplitSizeHook logged it in the
+    run's train.log and test.log (the last line per split)."""
+    sizes = {}
+    for log in ('train.log', 'test.log'):
+        path = osp.join(work_dir, log)
+        if osp.isfile(path):
+            with open(path, errors='replace') as f:
+                for match in SPLIT_LINE.finditer(f.read()):
+                    sizes[match.group(1)] = int(match.group(3))
+    return sizes
+
+
+def check_split_sizes(work_dir: str, sizes: Dict[str, int],
+                      expected: Dict[str, int]) -> None:
+    for split, want in expected.items():
+        if split == 'val' and split not in sizes:
+            continue  # a run without validation (the ablation's first window)
+        if sizes.get(split) != want:
+            raise SummaryError(
+                f'{work_dir}: the {split} split read '
+                f'{sizes.get(split, "no logged")} samples, expected {want} '
+                f'(SplitSizeHook lines in train.log / test.log); check the '
+                f'config\'s {split}_dataloader')
+
+
 def read_seconds(path: str) -> float:
     if not osp.isfile(path):
         return 0.0
@@ -96,13 +130,15 @@ def read_seconds(path: str) -> float:
         return float(sum(float(x) for x in f.read().split()))
 
 
-def summarize_run(root: str, method: str, seed: int,
-                  after_epoch: int) -> dict:
+def summarize_run(root: str, method: str, seed: int, after_epoch: int,
+                  expected_samples: Dict[str, int]) -> dict:
     name = f'{method}_seed{seed}'
     wd = osp.join(root, name)
     if not osp.isfile(osp.join(wd, 'train.done')):
         raise SummaryError(f'{wd} has not finished training; rerun '
                            f'tools/experiments/fashion_mnist.sh')
+    samples = split_sizes(wd)
+    check_split_sizes(wd, samples, expected_samples)
     scalars = read_scalars(wd)
     seconds = epoch_seconds(scalars)
     if not seconds:
@@ -112,7 +148,7 @@ def summarize_run(root: str, method: str, seed: int,
     with open(osp.join(wd, 'test.json')) as f:
         test = json.load(f)
     run = dict(
-        run=name, method=method, seed=seed,
+        run=name, method=method, seed=seed, samples=samples,
         val_top1=val[-1] if val else None,
         test_top1=test['accuracy/top1'],
         epochs=len(seconds),
@@ -154,12 +190,16 @@ def stability(pruned_sets: List[set]) -> dict:
         if pairs else None)
 
 
-def ablation(root: str, runs: List[str]) -> Optional[dict]:
+def ablation(root: str, runs: List[str],
+             train_samples: Optional[int] = None) -> Optional[dict]:
     """EBQM, fixed count and raw threshold on each run's first window."""
     if len(runs) < 2:
         return None
     first = {}
     for name in runs:
+        if train_samples is not None:
+            wd = osp.join(root, name)
+            check_split_sizes(wd, split_sizes(wd), dict(train=train_samples))
         _, reports = rethreshold.load_reports(osp.join(root, name))
         first[name] = reports[:1]
     method, tau, params = rethreshold.recorded_setting(first[runs[0]])
@@ -311,7 +351,11 @@ def markdown(runs: List[dict], abl: Optional[dict], args,
             'validate, 64 test images test.' if args.smoke else
             'Training: the first 2,560 training images; validation: the last '
             '10,000; test: the 10,000 test images, evaluated once per run by '
-            'tools/test.py.'),
+            'tools/test.py.') +
+        ' Samples read, as logged by every run (SplitSizeHook) and checked: ' +
+        ', '.join(f'{split} {n}' for split, n in (
+            SMOKE_SAMPLES if args.smoke else EXPECTED_SAMPLES).items()) +
+        f' ({len(runs)} runs).',
         '',
         '| method | runs | val top-1 | test top-1 | retrievals on (mean; '
         'per seed) | s / epoch | vs plain | vs MRLA-B |',
@@ -424,10 +468,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         windows = ela_windows(args)
-        runs = [summarize_run(args.root, m, s, windows[-1][1])
+        expected = SMOKE_SAMPLES if args.smoke else EXPECTED_SAMPLES
+        runs = [summarize_run(args.root, m, s, windows[-1][1], expected)
                 for s in args.seeds for m in args.methods]
         runs.sort(key=lambda r: (list(NAMES).index(r['method']), r['seed']))
-        abl = ablation(args.root, args.ablation_runs)
+        abl = ablation(args.root, args.ablation_runs, expected['train'])
     except (SummaryError, rethreshold.ReportError, OSError,
             ValueError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -1,0 +1,69 @@
+"""Log how many samples each split holds, so a run's log shows what it read.
+
+A dataset setting can point at other files than intended without any error:
+mmpretrain 1.2.0's ``MNIST`` / ``FashionMNIST``, for one, pick the training
+or test file from ``test_mode`` and ignore ``split``, so ``split='test'``
+alone evaluates on the 60,000 training images. This hook writes one line per
+split when training starts (train, and val if there is a val loop) and when
+testing starts (test)::
+
+    train split: FashionMNIST, 2560 samples (test_mode=False)
+
+``expected`` (e.g. ``dict(train=2560, val=10000, test=10000)``) turns the
+line into a check: a split of another size stops the run with an error that
+names the split and both sizes.
+"""
+from typing import Dict, Optional
+
+from mmengine.hooks import Hook
+
+from ..registry import HOOKS
+
+SPLITS = ('train', 'val', 'test')
+
+
+@HOOKS.register_module()
+class SplitSizeHook(Hook):
+    """Log (and optionally check) the number of samples of every split.
+
+    Args:
+        expected (dict, optional): Split name (``train``, ``val``, ``test``)
+            to the number of samples it must hold. Splits not named are only
+            logged. Defaults to None.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, expected: Optional[Dict[str, int]] = None):
+        expected = dict(expected or {})
+        unknown = set(expected) - set(SPLITS)
+        if unknown:
+            raise ValueError(f'SplitSizeHook: expected has unknown splits '
+                             f'{sorted(unknown)}; use {list(SPLITS)}')
+        for split, size in expected.items():
+            if not isinstance(size, int) or size < 0:
+                raise ValueError(f'SplitSizeHook: expected[{split!r}] must '
+                                 f'be a non-negative int, got {size!r}')
+        self.expected = expected
+
+    def before_train(self, runner) -> None:
+        self._log(runner, 'train', runner.train_dataloader)
+        if runner.val_loop is not None:
+            self._log(runner, 'val', runner.val_dataloader)
+
+    def before_test(self, runner) -> None:
+        self._log(runner, 'test', runner.test_dataloader)
+
+    def _log(self, runner, split: str, dataloader) -> None:
+        dataset = dataloader.dataset
+        size = len(dataset)
+        mode = getattr(dataset, 'test_mode', None)
+        runner.logger.info(
+            f'{split} split: {type(dataset).__name__}, {size} samples' +
+            ('' if mode is None else f' (test_mode={mode})'))
+        want = self.expected.get(split)
+        if want is not None and size != want:
+            raise ValueError(
+                f'{split} split has {size} samples, expected {want}: check '
+                f'{split}_dataloader.dataset in the config (data_root, '
+                f'indices, split / test_mode)')
