@@ -36,10 +36,22 @@
 #
 # Schedule: the paper's CIFAR recipe (cifar_ela_resnet.py: SGD lr 0.1,
 # momentum 0.9, wd 1e-4, batch 128, lr x0.1 at 1/2 and 3/4 of the epochs)
-# on 12 epochs of 2,560 images (20 iterations each, 240 in all): enough
-# epochs to place the three windows as the paper does, at the cost of a
-# small training subset (expect mid-80s top-1 rather than Fashion-MNIST's
-# usual 93+; the comparison between methods is what this is for).
+# on 12 epochs of 2,560 images, but at batch 32 (80 iterations each, 960 in
+# all; see below): enough epochs to place the three windows as the paper
+# does, at the cost of a small training subset (about 78% top-1 on the
+# validation split rather than Fashion-MNIST's usual 93+; the comparison
+# between methods is what this is for).
+#
+# Batch size and lr, chosen on the validation split (plain ResNet-38, seed 0,
+# val top-1 after 12 epochs; `tools/train.py configs/fashion_mnist/
+# resnet38_plain_fashion_mnist.py --cfg-options randomness.seed=0
+# train_dataloader.batch_size=B optim_wrapper.optimizer.lr=LR`):
+#   batch 128, lr 0.1  (the paper's recipe, 20 iterations / epoch)  67.75
+#   batch 32,  lr 0.1  (80 iterations / epoch)                      75.57
+#   batch 32,  lr 0.05                                             77.53
+# At batch 128 the 240 updates left the loss at 0.9; batch 32 gives four
+# times as many updates for about the same CPU time per epoch. The test split
+# was not read for this choice. Batch 32, lr 0.05 for every method.
 _base_ = ['./cifar_ela_resnet.py']
 
 data_root = 'data/fashion_mnist'
@@ -73,7 +85,7 @@ test_pipeline = [dict(type='PackInputs')]
 # Loading 28x28 arrays costs little next to the network: no worker processes
 # competing with training for the two cores.
 train_dataloader = dict(
-    batch_size=128,
+    batch_size=32,
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
@@ -114,6 +126,7 @@ test_evaluator = val_evaluator
 # when testing starts): the experiment's summary checks them.
 custom_hooks = [dict(type='SplitSizeHook')]
 
+optim_wrapper = dict(optimizer=dict(lr=0.05))
 param_scheduler = dict(
     _delete_=True, type='MultiStepLR', by_epoch=True, milestones=[6, 9],
     gamma=0.1)
