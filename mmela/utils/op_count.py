@@ -19,8 +19,10 @@ counted, as in the table of issue 11, whose counts this reproduces to within
 a few operators; they are few (about one per batch norm).
 
 Operators called from inside another operator's implementation are not seen
-(the mode is off while an operator runs): that is the dispatcher's view, the
-same on every device.
+(the mode is off while an operator runs): that is the dispatcher's view. It
+depends on the device's kernels (a plain CIFAR ResNet-110 step: 977 on the
+CPU, 865 on CUDA, where cuDNN's batch norm is a single operator), not on its
+load or the batch size.
 """
 from collections import Counter
 from typing import Callable

@@ -41,8 +41,13 @@ operators of one training step (forward, backward, SGD step with momentum and
 ``foreach=True``, as on CUDA), counted on the eager model with a
 ``TorchDispatchMode`` (:mod:`mmela.utils.op_count`: views and metadata
 queries excluded) on the first two samples of the batch (the count does not
-depend on the batch size) after one uncounted step. It is the same on every
-device, and at CIFAR sizes a GPU step's time follows it.
+depend on the batch size) after one uncounted step. It does not depend on
+the machine's load, but it does on the device's kernels: a plain ResNet-110
+step is 977 operators on the CPU and 865 on CUDA (cuDNN's batch norm is one
+operator forward and one backward), so compare counts from one device.
+Whether a step's time follows the count depends on the GPU and the batch:
+on an H200 at batch 128 in float32 the kernels' own time dominates
+(``docs/benchmarks/h200/``).
 
 Memory: ``peak step memory`` is ``torch.cuda.max_memory_allocated`` during a
 step minus what was allocated before it (activations, gradients, workspace),
@@ -615,8 +620,8 @@ def format_markdown(result: dict) -> str:
         'memory: CUDA max allocated above the resident state (n/a on CPU); '
         'saved activations: what autograd keeps for backward in one forward. '
         'Ops / step: kernel-launching aten operators of one eager training '
-        'step (forward, backward, SGD with foreach=True; views excluded), '
-        'the same on every device.',
+        'step (forward, backward, SGD with foreach=True; views excluded); '
+        'it depends on the device, not on its load.',
     ]
     if env['device'] == 'cpu':
         lines += [
