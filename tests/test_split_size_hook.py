@@ -1,10 +1,17 @@
 """SplitSizeHook: one log line per split, and a clear error on a size that
-is not the expected one."""
+is not the expected one.
+
+The runner here is a stand-in with the attributes the hook reads; the hook
+inside a real mmengine Runner is exercised by the Fashion-MNIST smoke
+experiment (tests/test_fashion_mnist.py, marked slow, run in CI), whose
+summary checks the logged sizes."""
 from types import SimpleNamespace
 
 import pytest
 
-from mmela.hooks import SplitSizeHook
+from torch.utils.data import IterableDataset
+
+from mmela.hooks import SeededDataset, SplitSizeHook
 
 
 class Samples(list):
@@ -43,6 +50,28 @@ def test_without_val_loop_logs_train_only():
     logged = []
     SplitSizeHook().before_train(fake_runner(Samples(3), logged=logged))
     assert logged == ['train split: Samples, 3 samples']
+
+
+def test_logs_the_dataset_inside_exact_resume_hooks_wrapper():
+    logged = []
+    SplitSizeHook().before_train(fake_runner(
+        SeededDataset(Samples(4, False), seed=0), logged=logged))
+    assert logged == ['train split: Samples, 4 samples (test_mode=False)']
+
+
+class Stream(IterableDataset):
+
+    def __iter__(self):
+        return iter(range(3))
+
+
+def test_a_dataset_without_length_is_logged_and_fails_only_if_expected():
+    logged = []
+    SplitSizeHook().before_train(fake_runner(Stream(), logged=logged))
+    assert logged == ['train split: Stream, unknown number of samples']
+    with pytest.raises(ValueError, match='train split has an unknown number '
+                       'of samples, expected 3'):
+        SplitSizeHook(dict(train=3)).before_train(fake_runner(Stream()))
 
 
 def test_a_size_other_than_expected_stops_the_run():

@@ -18,6 +18,7 @@ from typing import Dict, Optional
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from .exact_resume_hook import SeededDataset
 
 SPLITS = ('train', 'val', 'test')
 
@@ -32,6 +33,8 @@ class SplitSizeHook(Hook):
             logged. Defaults to None.
     """
 
+    # Before other hooks' before_train, so the sizes are logged (and
+    # checked) before anything else prepares the run.
     priority = 'VERY_HIGH'
 
     def __init__(self, expected: Optional[Dict[str, int]] = None):
@@ -56,14 +59,22 @@ class SplitSizeHook(Hook):
 
     def _log(self, runner, split: str, dataloader) -> None:
         dataset = dataloader.dataset
-        size = len(dataset)
+        while isinstance(dataset, SeededDataset):  # ExactResumeHook's wrapper
+            dataset = dataset.dataset
+        try:
+            size = len(dataset)
+        except TypeError:  # an IterableDataset
+            size = None
+        count = 'unknown number of' if size is None else size
         mode = getattr(dataset, 'test_mode', None)
         runner.logger.info(
-            f'{split} split: {type(dataset).__name__}, {size} samples' +
+            f'{split} split: {type(dataset).__name__}, {count} samples' +
             ('' if mode is None else f' (test_mode={mode})'))
         want = self.expected.get(split)
         if want is not None and size != want:
+            article = 'an ' if size is None else ''
             raise ValueError(
-                f'{split} split has {size} samples, expected {want}: check '
+                f'{split} split has {article}{count} samples, expected '
+                f'{want}: check '
                 f'{split}_dataloader.dataset in the config (data_root, '
                 f'indices, split / test_mode)')

@@ -113,14 +113,18 @@ def split_sizes(work_dir: str) -> Dict[str, int]:
 def check_split_sizes(work_dir: str, sizes: Dict[str, int],
                       expected: Dict[str, int]) -> None:
     for split, want in expected.items():
-        if split == 'val' and split not in sizes:
-            continue  # a run without validation (the ablation's first window)
-        if sizes.get(split) != want:
+        if split not in sizes:
             raise SummaryError(
-                f'{work_dir}: the {split} split read '
-                f'{sizes.get(split, "no logged")} samples, expected {want} '
-                f'(SplitSizeHook lines in train.log / test.log); check the '
-                f'config\'s {split}_dataloader')
+                f'{work_dir}: no sample count of the {split} split in its '
+                f'train.log / test.log: the run predates SplitSizeHook or '
+                f'did not finish; delete {work_dir} and rerun '
+                f'tools/experiments/fashion_mnist.sh')
+        if sizes[split] != want:
+            raise SummaryError(
+                f'{work_dir}: the {split} split read {sizes[split]} samples, '
+                f'expected {want} (SplitSizeHook lines in train.log / '
+                f'test.log); check the config\'s {split}_dataloader, then '
+                f'delete {work_dir} and rerun')
 
 
 def read_seconds(path: str) -> float:
