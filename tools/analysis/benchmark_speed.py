@@ -45,9 +45,9 @@ depend on the batch size) after one uncounted step. It does not depend on
 the machine's load, but it does on the device's kernels: a plain ResNet-110
 step is 977 operators on the CPU and 865 on CUDA (cuDNN's batch norm is one
 operator forward and one backward), so compare counts from one device.
-Whether a step's time follows the count depends on the GPU and the batch:
-on an H200 at batch 128 in float32 the kernels' own time dominates
-(``docs/benchmarks/h200/``).
+How much a step's time follows the count depends on the GPU and the batch:
+on an H200 at batch 128 in float32 the GPU waited for the host about half of
+each eager step (``docs/benchmarks/README.md``).
 
 Memory: ``peak step memory`` is ``torch.cuda.max_memory_allocated`` during a
 step minus what was allocated before it (activations, gradients, workspace),
