@@ -200,14 +200,13 @@ def _assert_as_accurate(got, want, truth):
     assert total <= 1.25 * reference_total
 
 
-@pytest.mark.parametrize('kind', ['light', 'base'])
-@pytest.mark.parametrize('dtype', _cpu_autocast_dtypes())
-def test_autocast_is_as_accurate_as_the_oracle(kind, dtype):
-    stage, reference = _pair(kind, [1, 0, 1, 1], dtype=torch.float32)
+def _check_autocast(kind, dtype, device):
+    stage, reference = _pair(kind, [1, 0, 1, 1], dtype=torch.float32,
+                             device=device)
     # In a network under autocast the features reaching the layer
     # attention are in the autocast dtype (conv and norm outputs).
-    x = torch.randn(4, 64, 6, 6).to(dtype)
-    with torch.autocast('cpu', dtype=dtype):
+    x = torch.randn(4, 64, 6, 6, device=device).to(dtype)
+    with torch.autocast(device, dtype=dtype):
         got = _run(stage, x)
         want = _run(reference, x)
     assert got[0].dtype == want[0].dtype
@@ -215,6 +214,13 @@ def test_autocast_is_as_accurate_as_the_oracle(kind, dtype):
     # Sums run in other orders, so half precision rounds differently:
     # compare errors against the float64 result.
     _assert_as_accurate(got, want, truth)
+    return got, want, truth
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+@pytest.mark.parametrize('dtype', _cpu_autocast_dtypes())
+def test_autocast_is_as_accurate_as_the_oracle(kind, dtype):
+    got, want, truth = _check_autocast(kind, dtype, 'cpu')
     # The check can fail: a gradient 50% off is caught.
     wrong = dict(got[1], input=got[1]['input'] * 1.5)
     with pytest.raises(AssertionError, match='input'):
@@ -353,12 +359,4 @@ def test_cuda_matches_the_oracle_in_float64(kind, masks, channels_last):
 @pytest.mark.parametrize('kind', ['light', 'base'])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cuda_autocast_is_as_accurate_as_the_oracle(kind, dtype):
-    stage, reference = _pair(kind, [1, 0, 1, 1], dtype=torch.float32,
-                             device='cuda')
-    x = torch.randn(4, 64, 6, 6, device='cuda').to(dtype)
-    with torch.autocast('cuda', dtype=dtype):
-        got = _run(stage, x)
-        want = _run(reference, x)
-    assert got[0].dtype == want[0].dtype
-    truth = _run(copy.deepcopy(reference).double(), x.double())
-    _assert_as_accurate(got, want, truth)
+    _check_autocast(kind, dtype, 'cuda')
