@@ -22,12 +22,11 @@
 # Wall clock, one thread, at load average ~4: 1.15 / 3.37 / 2.89 s for
 # ResNet-38. With two threads under that load it was 4-10x worse (10 s for
 # a plain ResNet-38 iteration: OpenMP threads wait for each other's time
-# slice), so the estimate below assumes the experiment gets the machine to
-# itself; on a machine shared as it was here it would take ~5 h. With two threads at ~75% efficiency one
-# iteration of all four ResNet-38 methods (ELA ~2.0) costs ~5.6 s, so three
-# seeds of 240 iterations, one validation and one test pass (10,000 images
-# each, ~52 iterations' worth) and the start-ups come to ~90 min: 1.6x margin
-# under 2.5 h for a busier machine.
+# slice), so the estimate assumed the experiment gets the machine to itself
+# (~90 min at batch 128; ~5 h on a machine shared as it was then).
+# Measured at the final batch 32 (2026-11-30, two threads, the machine
+# mostly to itself): 16-20 s per epoch for plain, 27-32 MRLA-B, 24-27
+# MRLA-L, 21-23 ELA, and 79 min for the whole experiment.
 #
 # Depth: ResNet-38 (9n+2, n=4) is the smallest depth with more than one
 # adjacent pair per stage to rank (3 per stage, 9 in all). ResNet-20 has one
