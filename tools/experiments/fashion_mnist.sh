@@ -100,10 +100,26 @@ fi
 now() { date +%s.%N; }
 elapsed() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f\n", a - b }'; }
 
+# logged LOG SECONDS_FILE CMD...: run CMD with its output appended to LOG,
+# add its wall-clock seconds to SECONDS_FILE, and on failure show LOG's last
+# lines; returns CMD's exit status.
+logged() {
+    local log=$1 seconds=$2 start rc
+    shift 2
+    start=$(now)
+    set +e
+    "$@" >> "$log" 2>&1
+    rc=$?
+    set -e
+    elapsed "$start" >> "$seconds"
+    [ $rc -eq 0 ] || tail -n 5 "$log" >&2
+    return $rc
+}
+
 # train NAME CONFIG SEED: tools/train.py into ROOT/NAME, resumed if a
 # checkpoint is there, skipped once finished.
 train() {
-    local name=$1 config=$2 seed=$3 wd=$ROOT/$1 resume=() start rc
+    local name=$1 config=$2 seed=$3 wd=$ROOT/$1 resume=()
     if [ -f "$wd/train.done" ]; then
         echo "[$name] trained already"
         return
@@ -111,18 +127,10 @@ train() {
     mkdir -p "$wd"
     [ -f "$wd/last_checkpoint" ] && resume=(--resume)
     echo "[$name] training ${resume[*]:+${resume[*]} }(log: $wd/train.log)"
-    start=$(now)
-    set +e
-    "$PYTHON" tools/train.py "$config" --work-dir "$wd" "${resume[@]}" \
-        --cfg-options randomness.seed="$seed" "${DATA_OPTS[@]}" \
-        >> "$wd/train.log" 2>&1
-    rc=$?
-    set -e
-    elapsed "$start" >> "$wd/train_seconds"
-    if [ $rc -ne 0 ]; then
-        tail -n 5 "$wd/train.log" >&2
-        die "[$name] tools/train.py failed (exit $rc); see $wd/train.log, fix it and rerun this command to resume"
-    fi
+    logged "$wd/train.log" "$wd/train_seconds" \
+        "$PYTHON" tools/train.py "$config" --work-dir "$wd" "${resume[@]}" \
+        --cfg-options randomness.seed="$seed" "${DATA_OPTS[@]}" ||
+        die "[$name] tools/train.py failed (exit $?); see $wd/train.log, fix it and rerun this command to resume"
     echo "$seed" > "$wd/seed"
     touch "$wd/train.done"
     echo "$(date -u +%FT%TZ) trained $name" >> "$ROOT/progress.log"
@@ -130,25 +138,18 @@ train() {
 
 # test NAME CONFIG: tools/test.py on the run's last checkpoint.
 test_run() {
-    local name=$1 config=$2 wd=$ROOT/$1 ckpt start rc
+    local name=$1 config=$2 wd=$ROOT/$1 ckpt
     if [ -f "$wd/test.json" ]; then
         echo "[$name] tested already"
         return
     fi
     ckpt=$(cat "$wd/last_checkpoint")
     echo "[$name] testing $ckpt"
-    start=$(now)
-    set +e
-    "$PYTHON" tools/test.py "$config" "$ckpt" --work-dir "$wd/test" \
+    logged "$wd/test.log" "$wd/test_seconds" \
+        "$PYTHON" tools/test.py "$config" "$ckpt" --work-dir "$wd/test" \
         --out "$wd/.test.tmp.json" --out-item metrics \
-        --cfg-options "${DATA_OPTS[@]}" >> "$wd/test.log" 2>&1
-    rc=$?
-    set -e
-    elapsed "$start" >> "$wd/test_seconds"
-    if [ $rc -ne 0 ]; then
-        tail -n 5 "$wd/test.log" >&2
-        die "[$name] tools/test.py failed (exit $rc); see $wd/test.log"
-    fi
+        --cfg-options "${DATA_OPTS[@]}" ||
+        die "[$name] tools/test.py failed (exit $?); see $wd/test.log"
     mv -f "$wd/.test.tmp.json" "$wd/test.json"
     echo "$(date -u +%FT%TZ) tested $name" >> "$ROOT/progress.log"
 }
