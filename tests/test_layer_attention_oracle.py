@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmela.models import layer_attention as la
 from mmela.models.layer_attention import (BaseLayerAttention,
                                           LightLayerAttention,
                                           build_layer_attention)
@@ -62,12 +63,14 @@ class ToyStage(torch.nn.Module):
     """Blocks ``x^l = relu(conv(x)) + x`` (identity = the block input), each
     followed by a layer attention, sharing one memory list per forward."""
 
-    def __init__(self, kind, channels=64, blocks=4, head_dim=16, masks=None):
+    def __init__(self, kind, channels=64, blocks=4, head_dim=16, masks=None,
+                 norm_cfg=None):
         super().__init__()
         self.convs = torch.nn.ModuleList(
             torch.nn.Conv2d(channels, channels, 1) for _ in range(blocks))
         self.attention = torch.nn.ModuleList(
-            build_layer_attention(kind, channels, head_dim=head_dim)
+            build_layer_attention(kind, channels, head_dim=head_dim,
+                                  norm_cfg=norm_cfg)
             for _ in range(blocks))
         for module in self.attention:
             torch.nn.init.normal_(module.norm.weight)  # not the zero init
@@ -106,9 +109,11 @@ def _run(stage, x, grad_seed=1):
     return out.detach(), grads
 
 
-def _pair(kind, masks, dtype=torch.float64, blocks=4, seed=0, device='cpu'):
+def _pair(kind, masks, dtype=torch.float64, blocks=4, seed=0, device='cpu',
+          norm_cfg=None):
     torch.manual_seed(seed)
-    stage = ToyStage(kind, blocks=blocks, masks=masks).to(device, dtype)
+    stage = ToyStage(kind, blocks=blocks, masks=masks,
+                     norm_cfg=norm_cfg).to(device, dtype)
     reference = copy.deepcopy(stage)
     reference.forward_attention = REFERENCE[kind]
     return stage, reference
@@ -138,6 +143,63 @@ def test_matches_the_oracle_in_float64(kind, masks, train):
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
     # A second pass (MRLA-B: buffers sized from the first) matches as well.
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    _assert_same_buffers(stage, reference)
+
+
+def _assert_same_buffers(stage, reference):
+    """The norms' running statistics and batch counters."""
+    buffers = dict(reference.named_buffers())
+    for name, buffer in stage.named_buffers():
+        torch.testing.assert_close(buffer, buffers[name], rtol=1e-12,
+                                   atol=1e-14, msg=name)
+
+
+@pytest.mark.parametrize('norm_cfg', [
+    dict(type='GN', num_groups=8),
+    dict(type='BN', momentum=None),
+    dict(type='BN', track_running_stats=False),
+])
+@pytest.mark.parametrize('train', [True, False])
+def test_light_with_other_norms_matches_the_oracle(norm_cfg, train,
+                                                   monkeypatch):
+    """Norms other than a plain BN with a momentum run as their modules
+    after the retrieval in plain operators, and still match."""
+    calls = []
+    apply = la._LightAttention.apply
+    monkeypatch.setattr(la._LightAttention, 'apply',
+                        lambda *args: calls.append(1) or apply(*args))
+    stage, reference = _pair('light', [1, 0, 1, 1], norm_cfg=norm_cfg)
+    stage.train(train)
+    reference.train(train)
+    x = torch.randn(3, 64, 6, 5, dtype=torch.float64)
+    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    _assert_same_buffers(stage, reference)
+    assert not calls
+    # With the default BN the fused function runs (so the check can fail).
+    stage, _ = _pair('light', [1, 0, 1, 1])
+    _run(stage, x)
+    assert len(calls) == 3
+
+
+def test_batch_counters_advance_as_stock_batch_norm_does():
+    """The backbone's stages advance their MRLA-L norms' counters together;
+    each retrieving block's norm counts every training forward pass, as a
+    stock BN does, and pruned or eval-mode ones do not."""
+    from mmela.models import ELAResNetCIFAR
+    model = ELAResNetCIFAR(20, layer_attention='light')
+    model.set_masks([[1, 0], [1, 1], [0, 1]])
+    x = torch.randn(2, 3, 16, 16)
+    for _ in range(2):
+        model(x)
+    model.eval()
+    model(x)
+    counts = [[int(block.layer_attention.norm.num_batches_tracked)
+               for block in stage] for stage in model.stages()]
+    assert counts == [[2, 0], [2, 2], [0, 2]]
+    # A module outside a backbone advances its own counter.
+    module = LightLayerAttention(64, head_dim=16)
+    module(torch.randn(2, 64, 4, 4), torch.randn(2, 64, 4, 4))
+    assert int(module.norm.num_batches_tracked) == 1
 
 
 @pytest.mark.parametrize('kind', ['light', 'base'])

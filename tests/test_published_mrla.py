@@ -322,8 +322,8 @@ def test_light_equals_the_published_mrla_light(case, train, path,
                                                monkeypatch):
     batch, channels, head_dim, height, width = case
     ours, published = _light_pair(channels, head_dim)
-    fused = _CountCalls(la._LightRetrieval.apply)
-    monkeypatch.setattr(la._LightRetrieval, 'apply', fused)
+    fused = _CountCalls(la._LightAttention.apply)
+    monkeypatch.setattr(la._LightAttention, 'apply', fused)
     if path == 'plain':
         monkeypatch.setattr(LightLayerAttention, '_fused', lambda self: False)
     shape = (batch, channels, height, width)

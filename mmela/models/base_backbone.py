@@ -34,7 +34,8 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
 from .attention_distribution import light_attention_distributions
-from .layer_attention import build_layer_attention, check_layer_attention
+from .layer_attention import (advance_batch_counts, build_layer_attention,
+                              check_layer_attention)
 
 
 class IdentityRecorder(nn.Sequential):
@@ -112,6 +113,7 @@ class _StageForward:
         memory: List = []
         for block in self:
             x = forward_block(block, x, memory)
+        advance_batch_counts(memory)
         if self.training and _ddp_running():
             x = self._tie_pruned_parameters(x)
         return x
@@ -322,6 +324,8 @@ def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
         kind, channels, norm_cfg=norm_cfg,
         head_dim=fitting_head_dim(channels, head_dim),
         drop_path_rate=drop_path_rate)
+    # The stage advances the norms' batch counters (one kernel per stage).
+    block.layer_attention.defer_batch_count = True
 
 
 def fitting_head_dim(channels: int, head_dim: int) -> int:

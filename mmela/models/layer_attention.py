@@ -23,11 +23,14 @@ counts them per training step):
 
 - per-head weights reach the channels through a view of the features as
   ``(B, heads, head_dim, H, W)``, never a ``repeat_interleave``;
-- MRLA-L's whole retrieval (pooling, query and key, gate, value, lambda term)
-  is one autograd function (:class:`_LightRetrieval`) whose backward does
-  per-head reductions as batched matrix products with the scale folded in,
-  and folds the pooling's gradient into the input gradient; it keeps no
-  full-size activation of its own;
+- MRLA-L's whole retrieval with its batch norm and the residual (pooling,
+  query and key, gate, value, lambda term, norm, ``x + ...``) is one
+  autograd function (:class:`_LightAttention`) whose backward does per-head
+  reductions as batched matrix products with the scale folded in, gets both
+  gradients of the lambda term from one kernel, and adds the residual's and
+  the pooling's gradients to the input gradient in place; the stage
+  advances its norms' batch counters in one kernel
+  (:func:`advance_batch_counts`);
 - MRLA-B keeps the keys and values of a stage in one buffer
   (:class:`_StageMemory`) and retrieves with one batched matrix product, so a
   block launches the same kernels however many blocks precede it; the backward
@@ -36,8 +39,10 @@ counts them per training step):
   (:class:`_ReluResidual`).
 
 Under ``torch.compile``, or when a forward hook watches the query/key or value
-conv (FLOPs counters, feature extractors), the same maths runs as plain
-autograd operators (the compiler fuses them itself; hooks see their calls).
+conv or the norm (FLOPs counters, feature extractors), the same maths runs as
+plain autograd operators (the compiler fuses them itself; hooks see their
+calls); so does MRLA-L with a norm other than a plain ``nn.BatchNorm2d``
+with a momentum (SyncBN, GN, ...) or with DropPath.
 """
 import math
 from typing import Dict, List, Optional, Tuple
@@ -102,39 +107,34 @@ def _scratch(t: Tensor) -> Tensor:
     return t.as_strided((1, 1, 1), (0, 0, 0))
 
 
-def _channel_dots(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum((0, 2, 3))``, of shape ``(C,)``. In half precision
-    through batched dot products, which accumulate without rounding every
-    product (and make no full-size temporary); in float32 and float64 the
-    product and sum run faster on a CPU. Two kernels either way."""
-    if a.element_size() >= 4 or a.dtype != b.dtype or not (
-            a.is_contiguous() and b.is_contiguous()):
-        return (a * b).sum((0, 2, 3))
-    batch, channels = a.shape[:2]
-    return torch.bmm(a.view(batch * channels, 1, -1),
-                     b.view(batch * channels, -1, 1)).view(
-                         batch, channels).sum(0)
-
-
-class _LightRetrieval(torch.autograd.Function):
-    """MRLA-L before its norm, in one autograd node.
-
-    ``o = lambda * identity + sigmoid(q . k * scale) * dwconv(x)`` with
-    ``q, k = conv1d(GAP(x))``, the gate per sample and head. Returns ``o``
-    and the (non-differentiable) scores ``q . k * scale`` for recording.
+class _LightAttention(torch.autograd.Function):
+    """A whole MRLA-L retrieval with a batch norm, in one autograd node:
+    ``y = x + BN(o)``, ``o = lambda * identity + sigmoid(q . k * scale) *
+    dwconv(x)`` with ``q, k = conv1d(GAP(x))``, the gate per sample and head.
+    Returns ``y`` and the (non-differentiable) scores ``q . k * scale`` for
+    recording. The norm runs as ``nn.BatchNorm2d`` would (same kernel, same
+    running-statistics update), except that the caller advances its batch
+    counter.
 
     A gate is constant over a sample's channel map, so it is folded into the
     depthwise weights: one conv with a 3x3 kernel per sample and channel
     (``groups = B * C``) computes the gated value, and its backward gives the
     input gradient already gated and per-sample weight gradients, from which
     two small batched products give the weight's and the gate's gradients.
-    Nothing full-size is kept beyond the inputs, and the pooling's gradient
-    joins the input gradient in one kernel.
+    The lambda term's two gradients (``lambda * g`` for the identity and the
+    per-channel sums of ``g * identity`` for lambda) come from one kernel:
+    they are exactly the backward pass of an eval-mode batch norm of the
+    identity with mean 0, variance 1, eps 0 and weight lambda. The residual's
+    and the pooling's gradients are added in place to the input gradient.
+    Saved full-size tensors: the norm's input ``o``, and the inputs ``x``
+    and ``identity``, which the blocks save anyway.
     """
 
     @staticmethod
     def forward(ctx, x, identity, qk_weight, value_weight, lambda_,
-                num_heads: int, scale: float):
+                bn_weight, bn_bias, running_mean, running_var, unit_stats,
+                training: bool, momentum: float, eps: float, num_heads: int,
+                scale: float):
         ctx.set_materialize_grads(False)
         batch, channels, height, width = x.shape
         cdtype = _conv_dtype(x)
@@ -156,30 +156,49 @@ class _LightRetrieval(torch.autograd.Function):
             value = F.conv2d(xc, gated_weight, padding=1,
                              groups=batch * channels)
             lam = lambda_.to(identity.dtype)
-            out = torch.addcmul(value.view(batch, channels, height, width),
-                                identity, lam)
+            o = torch.addcmul(value.view(batch, channels, height, width),
+                              identity, lam)
+            # As nn.BatchNorm2d calls it (without autocast, which leaves
+            # batch norm in its input's dtype anyway).
+            normed, mean, invstd = aten.native_batch_norm(
+                o, bn_weight, bn_bias, running_mean, running_var, training,
+                momentum, eps)
+            if normed.dtype == torch.promote_types(normed.dtype, x.dtype):
+                out = normed.add_(x)
+            else:
+                out = torch.add(x, normed)
+        # Eval mode normalises with the running statistics, which are then
+        # not updated until the backward pass.
+        stats = (None, None) if training else (running_mean, running_var)
         ctx.save_for_backward(xc, identity, pooled, wqk, qk, gate, wv, lam,
-                              gated_weight)
+                              gated_weight, o, bn_weight, mean, invstd,
+                              unit_stats, *stats)
         ctx.num_heads, ctx.scale = num_heads, scale
+        ctx.training, ctx.eps = training, eps
+        ctx.x_dtype = x.dtype
         ctx.mark_non_differentiable(scores)
         return out, scores
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _):
-        xc, identity, pooled, wqk, qk, gate, wv, lam, gated_weight = \
-            ctx.saved_tensors
+        (xc, identity, pooled, wqk, qk, gate, wv, lam, gated_weight, o,
+         bn_weight, mean, invstd, unit_stats, running_mean,
+         running_var) = ctx.saved_tensors
         heads, scale = ctx.num_heads, ctx.scale
         batch, channels = identity.shape[:2]
         height, width = xc.shape[-2:]
-        need_x, need_id, need_wqk, need_wv, need_lam = \
-            ctx.needs_input_grad[:5]
+        need_x, need_id, need_wqk, need_wv, need_lam, need_bnw, need_bnb = \
+            ctx.needs_input_grad[:7]
         grad_x = grad_id = grad_wqk = grad_wv = grad_lam = None
         if grad_out is None:
-            return None, None, None, None, None, None, None
+            return (None, ) * 15
         with torch.autocast(xc.device.type, enabled=False):
+            grad_o, grad_bnw, grad_bnb = aten.native_batch_norm_backward(
+                grad_out.to(o.dtype), o, bn_weight, running_mean, running_var, mean,
+                invstd, ctx.training, ctx.eps, [True, need_bnw, need_bnb])
             grad_xc, grad_gated, _ = aten.convolution_backward(
-                grad_out.to(xc.dtype).contiguous().view_as(xc), xc,
+                grad_o.to(xc.dtype).contiguous().view_as(xc), xc,
                 gated_weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
                 batch * channels, [need_x, True, False])
             # Per head: (heads, B, head_dim * 9) against the gate and the
@@ -203,17 +222,22 @@ class _LightRetrieval(torch.autograd.Function):
                     wqk, None, [1], [wqk.shape[-1] // 2], [1], False, [0],
                     1, [need_x, need_wqk, False])
             if need_x:
-                # The pooling's gradient: 1 / HW of grad_pooled everywhere.
-                grad_x = torch.add(
-                    grad_xc.view(batch, channels, height, width),
-                    grad_pooled.view(batch, channels, 1, 1),
-                    alpha=1 / (height * width))
-            if need_id:
-                grad_id = grad_out * lam
-            if need_lam:
-                grad_lam = _channel_dots(grad_out, identity).view(
-                    channels, 1, 1)
-        return grad_x, grad_id, grad_wqk, grad_wv, grad_lam, None, None
+                # The residual's gradient, and the pooling's: 1 / HW of
+                # grad_pooled everywhere.
+                grad_x = grad_xc.view(batch, channels, height, width).to(
+                    ctx.x_dtype).add_(grad_out)
+                grad_x.add_(grad_pooled.view(batch, channels, 1, 1),
+                            alpha=1 / (height * width))
+            if need_id or need_lam:
+                zeros, ones = unit_stats.unbind()
+                grad_id, grad_lam, _ = aten.native_batch_norm_backward(
+                    grad_o.to(identity.dtype), identity,
+                    lam.to(unit_stats.dtype).view(channels), zeros, ones,
+                    None, None, False, 0., [need_id, need_lam, False])
+                if grad_lam is not None:
+                    grad_lam = grad_lam.view(channels, 1, 1)
+        return (grad_x, grad_id, grad_wqk, grad_wv, grad_lam, grad_bnw,
+                grad_bnb) + (None, ) * 8
 
 
 class _StageMemory:
@@ -463,22 +487,55 @@ class LightLayerAttention(_LayerAttention):
                  drop_path_rate: float = 0.):
         super().__init__(channels, head_dim, norm_cfg, drop_path_rate)
         self.lambda_ = nn.Parameter(torch.randn(channels, 1, 1))
+        # Mean 0 and variance 1 per channel, for the backward pass of the
+        # lambda term (see _LightAttention); not part of checkpoints.
+        self.register_buffer(
+            '_unit_stats',
+            torch.stack((torch.zeros(channels), torch.ones(channels))),
+            persistent=False)
+        # Set by the backbone, whose stages advance the norms' batch
+        # counters together (one kernel per stage instead of one per block).
+        self.defer_batch_count = False
 
     def forward(self, x: Tensor, identity: Tensor,
                 memory: Optional[list] = None) -> Tensor:
-        # ``memory`` (MRLA-B's keys and values) is unused: the recurrence
-        # needs only this block's input.
+        """``x + drop_path(norm(o))``. ``memory`` (MRLA-B's keys and values)
+        is not needed by the recurrence, which needs only this block's
+        input; with ``defer_batch_count`` set, the norm's batch counter is
+        appended to it for the stage to advance (:func:`advance_batch_counts`).
+        """
         if not self._retrieval_on:
             return x
-        if self._fused():
-            out, scores = _LightRetrieval.apply(
+        norm = self.norm
+        if self._fused() and self._fused_norm():
+            out, scores = _LightAttention.apply(
                 x, identity, self.qk.weight, self.value.weight, self.lambda_,
+                norm.weight, norm.bias, norm.running_mean, norm.running_var,
+                self._unit_stats, norm.training, norm.momentum, norm.eps,
                 self.num_heads, self.scale)
+            if norm.training:
+                if self.defer_batch_count and memory is not None:
+                    memory.append(norm.num_batches_tracked)
+                else:
+                    norm.num_batches_tracked.add_(1)
         else:
-            out, scores = self._retrieve(x, identity)
+            retrieved, scores = self._retrieve(x, identity)
+            out = x + self.drop_path(norm(retrieved))
         if self.recording:
             self._record(scores.detach())
-        return x + self.drop_path(self.norm(out))
+        return out
+
+    def _fused_norm(self) -> bool:
+        """Whether the norm can run inside :class:`_LightAttention`: a plain
+        ``nn.BatchNorm2d`` with affine weights, running statistics and a
+        momentum (the default ``norm_cfg``), no hooks, no DropPath. Other
+        norms (SyncBN, GN, ...) run as their modules, after the retrieval in
+        plain operators."""
+        norm = self.norm
+        return (type(norm) is nn.BatchNorm2d and norm.affine
+                and norm.track_running_stats and norm.momentum is not None
+                and isinstance(self.drop_path, nn.Identity)
+                and not _hooked(norm))
 
     def _retrieve(self, x: Tensor, identity: Tensor) -> Tuple[Tensor, Tensor]:
         """The retrieval in plain autograd operators."""
@@ -561,6 +618,16 @@ def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
     for value, weight in zip(values[1:], weights[1:]):
         out = torch.addcmul(out, value, weight)
     return out
+
+
+def advance_batch_counts(memory: list) -> None:
+    """Advance, in one kernel, the batch counters MRLA-L modules with
+    ``defer_batch_count`` left in a stage's ``memory`` (what each
+    ``nn.BatchNorm2d`` does for itself in training; with a momentum the
+    counter does not enter the forward pass)."""
+    counters = [entry for entry in memory if isinstance(entry, Tensor)]
+    if counters:
+        torch._foreach_add_(counters, 1)
 
 
 def check_layer_attention(kind: Optional[str]) -> None:
