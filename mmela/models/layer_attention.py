@@ -156,8 +156,10 @@ class _LightAttention(torch.autograd.Function):
             value = F.conv2d(xc, gated_weight, padding=1,
                              groups=batch * channels)
             lam = lambda_.to(identity.dtype)
-            o = torch.addcmul(value.view(batch, channels, height, width),
-                              identity, lam)
+            value = value.view(batch, channels, height, width)
+            # In place where the dtypes allow: one full-size buffer less.
+            o = value.addcmul_(identity, lam) if value.dtype == \
+                identity.dtype else torch.addcmul(value, identity, lam)
             # As nn.BatchNorm2d calls it (without autocast, which leaves
             # batch norm in its input's dtype anyway).
             normed, mean, invstd = aten.native_batch_norm(
