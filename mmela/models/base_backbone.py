@@ -324,8 +324,8 @@ def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
         kind, channels, norm_cfg=norm_cfg,
         head_dim=fitting_head_dim(channels, head_dim),
         drop_path_rate=drop_path_rate)
-    # The stage advances the norms' batch counters (one kernel per stage).
-    block.layer_attention.defer_batch_count = True
+    if kind == 'light':  # the stage advances the norms' batch counters
+        block.layer_attention.defer_batch_count = True
 
 
 def fitting_head_dim(channels: int, head_dim: int) -> int:

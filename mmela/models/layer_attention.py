@@ -13,9 +13,10 @@ synchronisation; the mirror follows the buffer through ``set_retrieval`` and
 ``load_state_dict``.
 
 Mixed precision: the attention scores (query . key, the sigmoid and the
-softmax) are computed in float32 (or float64) whatever the autocast dtype, and
-the weights are cast back to the feature dtype before they scale the values,
-so a block's output keeps the dtype a plain block's would have.
+softmax; in MRLA-L's fused function also the pooling and the query/key conv,
+which are tiny) are computed in float32 (or float64) whatever the autocast
+dtype, and the weights are cast back to the feature dtype before they scale
+the values, so a block's output keeps the dtype a plain block's would have.
 
 Kernel launches. On a GPU a CIFAR-sized step is bound by kernel launches, so
 the retrieval is written to launch few (``tools/analysis/benchmark_speed.py``
@@ -45,7 +46,7 @@ calls); so does MRLA-L with a norm other than a plain ``nn.BatchNorm2d``
 with a momentum (SyncBN, GN, ...) or with DropPath.
 """
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -108,12 +109,21 @@ def _scratch(t: Tensor) -> Tensor:
 
 
 class _LightAttention(torch.autograd.Function):
-    """A whole MRLA-L retrieval with a batch norm, in one autograd node:
-    ``y = x + BN(o)``, ``o = lambda * identity + sigmoid(q . k * scale) *
-    dwconv(x)`` with ``q, k = conv1d(GAP(x))``, the gate per sample and head.
-    Returns ``y`` and the (non-differentiable) scores ``q . k * scale`` for
-    recording. The norm runs as ``nn.BatchNorm2d`` would (same kernel, same
-    running-statistics update), except that the caller advances its batch
+    """MRLA-L in one autograd node: ``o = lambda * identity + sigmoid(q . k
+    * scale) * dwconv(x)`` with ``q, k = conv1d(GAP(x))``, the gate per
+    sample and head, and with ``normalize`` the block output ``x + BN(o)``.
+    Returns that and the (non-differentiable) scores ``q . k * scale`` for
+    recording.
+
+    Arguments, in order: ``x, identity``; the weights of the query/key conv,
+    the value conv and lambda; the batch norm's weight, bias, running mean
+    and variance (``None`` without ``normalize``); ``unit_stats`` (see
+    below); ``normalize, training, momentum, eps`` of the norm;
+    ``num_heads, scale``.
+
+    The norm is the operator ``nn.BatchNorm2d`` runs on the CPU
+    (``native_batch_norm``; on CUDA stock BN may take cuDNN's instead), with
+    the same running-statistics update; the caller advances its batch
     counter.
 
     A gate is constant over a sample's channel map, so it is folded into the
@@ -124,25 +134,30 @@ class _LightAttention(torch.autograd.Function):
     The lambda term's two gradients (``lambda * g`` for the identity and the
     per-channel sums of ``g * identity`` for lambda) come from one kernel:
     they are exactly the backward pass of an eval-mode batch norm of the
-    identity with mean 0, variance 1, eps 0 and weight lambda. The residual's
-    and the pooling's gradients are added in place to the input gradient.
-    Saved full-size tensors: the norm's input ``o``, and the inputs ``x``
-    and ``identity``, which the blocks save anyway.
+    identity with mean 0, variance 1, eps 0 and weight lambda
+    (``unit_stats`` holds the zeros and ones). The residual's and the
+    pooling's gradients are added in place to the input gradient. Saved
+    full-size tensors: the norm's input ``o``, and ``x`` and ``identity``,
+    which the blocks save anyway (unless ``x`` needs a copy: channels-last
+    or not in the autocast dtype).
     """
 
     @staticmethod
     def forward(ctx, x, identity, qk_weight, value_weight, lambda_,
                 bn_weight, bn_bias, running_mean, running_var, unit_stats,
-                training: bool, momentum: float, eps: float, num_heads: int,
-                scale: float):
+                normalize: bool, training: bool, momentum: float, eps: float,
+                num_heads: int, scale: float):
         ctx.set_materialize_grads(False)
         batch, channels, height, width = x.shape
-        cdtype = _conv_dtype(x)
+        # The value conv in the autocast dtype, unless the features are
+        # wider; the pooling and the query/key conv (tiny) in the scores'.
+        cdtype = torch.promote_types(_conv_dtype(x), x.dtype)
+        sdtype = _score_dtype(x.dtype)
         with torch.autocast(x.device.type, enabled=False):
-            pooled = x.mean((2, 3)).to(cdtype).unsqueeze(1)  # (B, 1, C)
-            wqk = qk_weight.to(cdtype)
-            qk = F.conv1d(pooled, wqk, padding=wqk.shape[-1] // 2)
-            qk = qk.to(_score_dtype(qk.dtype)).view(batch, 2, num_heads, -1)
+            pooled = x.mean((2, 3), dtype=sdtype).unsqueeze(1)  # (B, 1, C)
+            wqk = qk_weight.to(sdtype)
+            qk = F.conv1d(pooled, wqk, padding=wqk.shape[-1] // 2).view(
+                batch, 2, num_heads, -1)
             q, k = qk.unbind(1)
             scores = torch.baddbmm(_scratch(qk), q, k.transpose(1, 2),
                                    beta=0, alpha=scale).diagonal(0, 1, 2)
@@ -154,29 +169,33 @@ class _LightAttention(torch.autograd.Function):
                             gate.to(cdtype)[:, :, None, None]).view(
                                 batch * channels, 1, 3, 3)
             value = F.conv2d(xc, gated_weight, padding=1,
-                             groups=batch * channels)
+                             groups=batch * channels).view(
+                                 batch, channels, height, width)
             lam = lambda_.to(identity.dtype)
-            value = value.view(batch, channels, height, width)
             # In place where the dtypes allow: one full-size buffer less.
             o = value.addcmul_(identity, lam) if value.dtype == \
                 identity.dtype else torch.addcmul(value, identity, lam)
-            # As nn.BatchNorm2d calls it (without autocast, which leaves
-            # batch norm in its input's dtype anyway).
-            normed, mean, invstd = aten.native_batch_norm(
-                o, bn_weight, bn_bias, running_mean, running_var, training,
-                momentum, eps)
-            if normed.dtype == torch.promote_types(normed.dtype, x.dtype):
-                out = normed.add_(x)
+            mean = invstd = None
+            if not normalize:
+                out = o
             else:
-                out = torch.add(x, normed)
-        # Eval mode normalises with the running statistics, which are then
-        # not updated until the backward pass.
+                # Batch norm keeps its input's dtype under autocast too.
+                out, mean, invstd = aten.native_batch_norm(
+                    o, bn_weight, bn_bias, running_mean, running_var,
+                    training, momentum, eps)
+                if out.dtype == torch.promote_types(out.dtype, x.dtype) and \
+                        x.is_contiguous():
+                    out = out.add_(x)
+                else:  # x's dtype or memory format (channels-last) wins
+                    out = torch.add(x, out)
+        # In eval mode the backward pass needs the running statistics; they
+        # must not change before it, as with stock batch norm.
         stats = (None, None) if training else (running_mean, running_var)
         ctx.save_for_backward(xc, identity, pooled, wqk, qk, gate, wv, lam,
-                              gated_weight, o, bn_weight, mean, invstd,
-                              unit_stats, *stats)
+                              gated_weight, o if normalize else None,
+                              bn_weight, mean, invstd, unit_stats, *stats)
         ctx.num_heads, ctx.scale = num_heads, scale
-        ctx.training, ctx.eps = training, eps
+        ctx.normalize, ctx.training, ctx.eps = normalize, training, eps
         ctx.x_dtype = x.dtype
         ctx.mark_non_differentiable(scores)
         return out, scores
@@ -193,16 +212,24 @@ class _LightAttention(torch.autograd.Function):
         need_x, need_id, need_wqk, need_wv, need_lam, need_bnw, need_bnb = \
             ctx.needs_input_grad[:7]
         grad_x = grad_id = grad_wqk = grad_wv = grad_lam = None
+        grad_bnw = grad_bnb = None
         if grad_out is None:
-            return (None, ) * 15
+            return (None, ) * 16
         with torch.autocast(xc.device.type, enabled=False):
-            grad_o, grad_bnw, grad_bnb = aten.native_batch_norm_backward(
-                grad_out.to(o.dtype), o, bn_weight, running_mean, running_var, mean,
-                invstd, ctx.training, ctx.eps, [True, need_bnw, need_bnb])
+            if ctx.normalize:
+                grad_o, grad_bnw, grad_bnb = aten.native_batch_norm_backward(
+                    grad_out.to(o.dtype), o, bn_weight, running_mean,
+                    running_var, mean, invstd, ctx.training, ctx.eps,
+                    [True, need_bnw, need_bnb])
+            else:
+                grad_o = grad_out
+            # In the wider of the two dtypes: with float32 features under
+            # autocast the gate's gradient sums products that cancel.
+            bdtype = torch.promote_types(grad_o.dtype, xc.dtype)
             grad_xc, grad_gated, _ = aten.convolution_backward(
-                grad_o.to(xc.dtype).contiguous().view_as(xc), xc,
-                gated_weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
-                batch * channels, [need_x, True, False])
+                grad_o.to(bdtype).contiguous().view_as(xc), xc.to(bdtype),
+                gated_weight.to(bdtype), None, [1, 1], [1, 1], [1, 1], False,
+                [0, 0], batch * channels, [need_x, True, False])
             # Per head: (heads, B, head_dim * 9) against the gate and the
             # weights, in the score dtype (these sums may cancel).
             grad_gated = grad_gated.view(batch, heads, -1).transpose(
@@ -220,26 +247,29 @@ class _LightAttention(torch.autograd.Function):
                 # d(q . k)/dq = k and d/dk = q: the query/key pair swapped.
                 grad_qk = torch.mul(qk.flip(1), grad_scores[:, None, :, None])
                 grad_pooled, grad_wqk, _ = aten.convolution_backward(
-                    grad_qk.view(batch, 2, channels).to(wqk.dtype), pooled,
+                    grad_qk.view(batch, 2, channels), pooled,
                     wqk, None, [1], [wqk.shape[-1] // 2], [1], False, [0],
                     1, [need_x, need_wqk, False])
             if need_x:
-                # The residual's gradient, and the pooling's: 1 / HW of
-                # grad_pooled everywhere.
                 grad_x = grad_xc.view(batch, channels, height, width).to(
-                    ctx.x_dtype).add_(grad_out)
+                    ctx.x_dtype)
+                if ctx.normalize:  # the residual's gradient
+                    grad_x.add_(grad_out)
+                # The pooling's: 1 / HW of grad_pooled everywhere.
                 grad_x.add_(grad_pooled.view(batch, channels, 1, 1),
                             alpha=1 / (height * width))
             if need_id or need_lam:
+                # Mean 0 and inverse std 1 as the saved statistics too: CUDA
+                # reads them in eval mode as well.
                 zeros, ones = unit_stats.unbind()
                 grad_id, grad_lam, _ = aten.native_batch_norm_backward(
                     grad_o.to(identity.dtype), identity,
                     lam.to(unit_stats.dtype).view(channels), zeros, ones,
-                    None, None, False, 0., [need_id, need_lam, False])
+                    zeros, ones, False, 0., [need_id, need_lam, False])
                 if grad_lam is not None:
                     grad_lam = grad_lam.view(channels, 1, 1)
         return (grad_x, grad_id, grad_wqk, grad_wv, grad_lam, grad_bnw,
-                grad_bnb) + (None, ) * 8
+                grad_bnb) + (None, ) * 9
 
 
 class _StageMemory:
@@ -382,8 +412,19 @@ class _ReluResidual(torch.autograd.Function):
 
 def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks or module._backward_pre_hooks
                 or _module._global_forward_hooks
-                or _module._global_forward_pre_hooks)
+                or _module._global_forward_pre_hooks
+                or _module._global_backward_hooks
+                or _module._global_backward_pre_hooks)
+
+
+def _check_batch_norm_input(x: Tensor) -> None:
+    """What ``F.batch_norm`` checks in training: more than one value per
+    channel (a running variance from one value would be inf)."""
+    if x.numel() // x.shape[1] == 1:
+        raise ValueError(f'Expected more than 1 value per channel when '
+                         f'training, got input size {tuple(x.shape)}')
 
 
 class _LayerAttention(nn.Module):
@@ -509,30 +550,38 @@ class LightLayerAttention(_LayerAttention):
         if not self._retrieval_on:
             return x
         norm = self.norm
-        if self._fused() and self._fused_norm():
+        if not self._fused():
+            retrieved, scores = self._retrieve(x, identity)
+            out = x + self.drop_path(norm(retrieved))
+        elif not self._fused_norm():
+            retrieved, scores = _LightAttention.apply(
+                x, identity, self.qk.weight, self.value.weight, self.lambda_,
+                None, None, None, None, self._unit_stats, False, False, 0.,
+                0., self.num_heads, self.scale)
+            out = x + self.drop_path(norm(retrieved))
+        else:
+            if norm.training:
+                _check_batch_norm_input(x)
             out, scores = _LightAttention.apply(
                 x, identity, self.qk.weight, self.value.weight, self.lambda_,
                 norm.weight, norm.bias, norm.running_mean, norm.running_var,
-                self._unit_stats, norm.training, norm.momentum, norm.eps,
-                self.num_heads, self.scale)
+                self._unit_stats, True, norm.training, norm.momentum,
+                norm.eps, self.num_heads, self.scale)
             if norm.training:
                 if self.defer_batch_count and memory is not None:
-                    memory.append(norm.num_batches_tracked)
+                    memory.append(_BatchCount(norm.num_batches_tracked))
                 else:
                     norm.num_batches_tracked.add_(1)
-        else:
-            retrieved, scores = self._retrieve(x, identity)
-            out = x + self.drop_path(norm(retrieved))
         if self.recording:
             self._record(scores.detach())
         return out
 
     def _fused_norm(self) -> bool:
-        """Whether the norm can run inside :class:`_LightAttention`: a plain
-        ``nn.BatchNorm2d`` with affine weights, running statistics and a
-        momentum (the default ``norm_cfg``), no hooks, no DropPath. Other
-        norms (SyncBN, GN, ...) run as their modules, after the retrieval in
-        plain operators."""
+        """Whether the norm and the residual can run inside
+        :class:`_LightAttention`: a plain ``nn.BatchNorm2d`` with affine
+        weights, running statistics and a momentum (the default
+        ``norm_cfg``), no hooks, no DropPath. Other norms (SyncBN, GN, ...)
+        run as their modules after it."""
         norm = self.norm
         return (type(norm) is nn.BatchNorm2d and norm.affine
                 and norm.track_running_stats and norm.momentum is not None
@@ -622,12 +671,19 @@ def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
     return out
 
 
+class _BatchCount(NamedTuple):
+    """A batch norm's counter that a stage advances (see
+    :func:`advance_batch_counts`)."""
+    counter: Tensor
+
+
 def advance_batch_counts(memory: list) -> None:
-    """Advance, in one kernel, the batch counters MRLA-L modules with
+    """Advance, in one kernel, the batch counters that MRLA-L modules with
     ``defer_batch_count`` left in a stage's ``memory`` (what each
     ``nn.BatchNorm2d`` does for itself in training; with a momentum the
     counter does not enter the forward pass)."""
-    counters = [entry for entry in memory if isinstance(entry, Tensor)]
+    counters = [entry.counter for entry in memory
+                if isinstance(entry, _BatchCount)]
     if counters:
         torch._foreach_add_(counters, 1)
 
