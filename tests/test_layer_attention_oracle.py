@@ -258,16 +258,18 @@ def test_light_rejects_one_value_per_channel_in_training_as_bn_does():
     assert module(x, x).shape == x.shape
 
 
-def test_batch_counters_advance_as_stock_batch_norm_does():
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_batch_counters_advance_as_stock_batch_norm_does(with_cp):
     """The backbone's stages advance their MRLA-L norms' counters together;
     each retrieving block's norm counts every training forward pass, as a
-    stock BN does, and pruned or eval-mode ones do not."""
+    stock BN does, and pruned or eval-mode ones do not (also with the
+    blocks checkpointed, whose recomputation runs no layer attention)."""
     from mmela.models import ELAResNetCIFAR
-    model = ELAResNetCIFAR(20, layer_attention='light')
+    model = ELAResNetCIFAR(20, layer_attention='light', with_cp=with_cp)
     model.set_masks([[1, 0], [1, 1], [0, 1]])
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
     for _ in range(2):
-        model(x)
+        model(x)[-1].sum().backward()
     model.eval()
     model(x)
     counts = [[int(block.layer_attention.norm.num_batches_tracked)
