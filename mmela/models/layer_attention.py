@@ -419,14 +419,6 @@ def _hooked(module: nn.Module) -> bool:
                 or _module._global_backward_pre_hooks)
 
 
-def _check_batch_norm_input(x: Tensor) -> None:
-    """What ``F.batch_norm`` checks in training: more than one value per
-    channel (a running variance from one value would be inf)."""
-    if x.numel() // x.shape[1] == 1:
-        raise ValueError(f'Expected more than 1 value per channel when '
-                         f'training, got input size {tuple(x.shape)}')
-
-
 class _LayerAttention(nn.Module):
     """What MRLA-L and MRLA-B share: the query/key/value projections, the
     output norm, the retrieval mask and attention recording.
@@ -550,18 +542,19 @@ class LightLayerAttention(_LayerAttention):
         if not self._retrieval_on:
             return x
         norm = self.norm
-        if not self._fused():
-            retrieved, scores = self._retrieve(x, identity)
-            out = x + self.drop_path(norm(retrieved))
-        elif not self._fused_norm():
-            retrieved, scores = _LightAttention.apply(
-                x, identity, self.qk.weight, self.value.weight, self.lambda_,
-                None, None, None, None, self._unit_stats, False, False, 0.,
-                0., self.num_heads, self.scale)
+        fused = self._fused()
+        if not (fused and self._fused_norm()):
+            if fused:
+                retrieved, scores = _LightAttention.apply(
+                    x, identity, self.qk.weight, self.value.weight,
+                    self.lambda_, None, None, None, None, self._unit_stats,
+                    False, False, 0., 0., self.num_heads, self.scale)
+            else:
+                retrieved, scores = self._retrieve(x, identity)
             out = x + self.drop_path(norm(retrieved))
         else:
-            if norm.training:
-                _check_batch_norm_input(x)
+            if norm.training:  # stock batch norm's check
+                F._verify_batch_size(x.size())
             out, scores = _LightAttention.apply(
                 x, identity, self.qk.weight, self.value.weight, self.lambda_,
                 norm.weight, norm.bias, norm.running_mean, norm.running_var,
