@@ -13,3 +13,15 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+from mmela.models import set_layer_attention_impl  # noqa: E402
+
+
+@pytest.fixture(params=['fused', 'reference'])
+def la_impl(request):
+    """Run the test once with each implementation of layer attention."""
+    previous = set_layer_attention_impl(request.param)
+    yield request.param
+    set_layer_attention_impl(previous)

@@ -354,7 +354,7 @@ def test_base_drops_a_masked_block_from_keys_and_values():
     model = ELAResNetCIFAR(38, layer_attention='base').eval()  # 4 blocks
     seen = []
     model.layer1[3].layer_attention.register_forward_pre_hook(
-        lambda module, args: seen.append(len(args[2])))
+        lambda module, args: seen.append(args[2].retrievals))
     model(torch.randn(1, 3, 32, 32))
     model.set_masks([[1, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
     model(torch.randn(1, 3, 32, 32))

@@ -1,25 +1,31 @@
-"""The optimised layer attention against the formulation it replaced.
+"""Both implementations of layer attention against an oracle.
 
-``reference_*`` below are the forward passes of ``layer_attention.py`` as of
-commit 5c76c29 (before issue 11), in plain autograd operators
-(``repeat_interleave`` of the per-head weights, MRLA-B's stack of keys and
-running sum of values), plus the one intended change: MRLA-B's ReLU after
-its norm (issue 8, the published MRLA-B). Every path of the module (the
-hand-written autograd functions, and the plain operators it uses under
-``torch.compile`` or when hooks watch its convs) must match them in outputs
-and in the gradients of inputs and parameters.
+``reference_*`` below are the layer-attention forward passes written in the
+plainest autograd operators (``repeat_interleave`` of the per-head weights,
+MRLA-B's stack of keys and running sum of values), with the published
+MRLA-B's ReLU after its norm. Each implementation of the modules,
+``'reference'`` and ``'fused'`` (``mmela/models/implementation.py``), must
+match them in outputs, in the gradients of inputs and parameters, and in the
+norms' running statistics and batch counters; and the two must match each
+other on whole backbones. The CUDA twins at the end run wherever a GPU is
+present (``tools/device_check.sh``); CI has none.
 """
 import copy
+import logging
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from mmela.models import (ELAResNetCIFAR, layer_attention_impl,
+                          set_layer_attention_impl)
 from mmela.models import layer_attention as la
 from mmela.models.layer_attention import (BaseLayerAttention,
-                                          LightLayerAttention,
+                                          LightLayerAttention, StageMemory,
                                           build_layer_attention)
+from mmela.models.ops import BaseRetrievalFunction, LightAttentionFunction
 
 
 # ---------------------------------------------------------------- oracle
@@ -52,7 +58,7 @@ def reference_base(m, x, identity, memory):
     out = values[0] * per_value[0]
     for value, weight in zip(values[1:], per_value[1:]):
         out = torch.addcmul(out, value, weight)
-    return x + F.relu(m.norm(out))  # the ReLU: issue 8
+    return x + F.relu(m.norm(out))  # the published MRLA-B's ReLU
 
 
 REFERENCE = {'light': reference_light, 'base': reference_base}
@@ -61,7 +67,9 @@ REFERENCE = {'light': reference_light, 'base': reference_base}
 # ------------------------------------------------------ a toy stage
 class ToyStage(torch.nn.Module):
     """Blocks ``x^l = relu(conv(x)) + x`` (identity = the block input), each
-    followed by a layer attention, sharing one memory list per forward."""
+    followed by a layer attention, sharing one memory per forward (a
+    :class:`StageMemory` for ours, a list of keys and values for the
+    oracle)."""
 
     def __init__(self, kind, channels=64, blocks=4, head_dim=16, masks=None,
                  norm_cfg=None):
@@ -80,7 +88,7 @@ class ToyStage(torch.nn.Module):
         self.forward_attention = None  # None: the module's own forward
 
     def forward(self, x):
-        memory = []
+        memory = [] if self.forward_attention else StageMemory()
         for conv, attention in zip(self.convs, self.attention):
             out = F.relu(conv(x)) + x
             if not attention.retrieval_on:
@@ -135,18 +143,31 @@ MASKS = [None, [1, 0, 1, 1], [0, 1, 0, 1]]
 @pytest.mark.parametrize('kind', ['light', 'base'])
 @pytest.mark.parametrize('masks', MASKS)
 @pytest.mark.parametrize('train', [True, False])
-def test_matches_the_oracle_in_float64(kind, masks, train):
-    stage, reference = _pair(kind, masks)
+def test_matches_the_oracle_in_float64(kind, masks, train, la_impl):
+    _check_float64(kind, masks, train, 'cpu')
+
+
+def _check_float64(kind, masks, train, device, channels_last=False):
+    stage, reference = _pair(kind, masks, device=device)
     for module in stage.attention:
         _randomise_running_stats(module.norm)
     reference.load_state_dict(stage.state_dict())
     stage.train(train)
     reference.train(train)
-    x = torch.randn(3, 64, 6, 5, dtype=torch.float64)
-    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+    x = torch.randn(3, 64, 6, 5, dtype=torch.float64, device=device)
+    if channels_last:
+        stage = stage.to(memory_format=torch.channels_last)
+        reference = reference.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    got, want = _run(stage, x), _run(reference, x)
+    _assert_match(got, want, 1e-10, 1e-12)
     # A second pass (MRLA-B: buffers sized from the first) matches as well.
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
     _assert_same_buffers(stage, reference)
+    if channels_last:
+        # The output keeps the layout, so later blocks pay no conversion.
+        assert got[0].stride() == want[0].stride()
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def _assert_same_buffers(stage, reference):
@@ -158,53 +179,62 @@ def _assert_same_buffers(stage, reference):
 
 
 def _record_normalize(monkeypatch):
-    """Patch ``_LightAttention.apply`` to record its ``normalize`` flag."""
+    """Patch ``LightAttentionFunction.apply`` to record its ``normalize``
+    flag."""
     calls = []
-    apply = la._LightAttention.apply
+    apply = LightAttentionFunction.apply
 
     def recording(*args):
         calls.append(args[10])
         return apply(*args)
 
-    monkeypatch.setattr(la._LightAttention, 'apply', recording)
+    monkeypatch.setattr(LightAttentionFunction, 'apply', recording)
     return calls
 
 
-@pytest.mark.parametrize('settings', [
+OTHER_NORMS = [
     dict(norm_cfg=dict(type='GN', num_groups=8)),
     dict(norm_cfg=dict(type='BN', momentum=None)),
     dict(norm_cfg=dict(type='BN', track_running_stats=False)),
     dict(drop_path_rate=0.2),
-])
+]
+
+
+@pytest.mark.parametrize('settings', OTHER_NORMS)
 @pytest.mark.parametrize('train', [True, False])
-def test_light_with_other_norms_matches_the_oracle(settings, train,
+def test_light_with_other_norms_matches_the_oracle(settings, train, la_impl,
                                                    monkeypatch):
     """Norms other than a plain BN with a momentum, and DropPath, run as
-    their modules after the fused retrieval, and still match."""
+    their modules (after the fused retrieval), and still match."""
+    calls = _record_normalize(monkeypatch)
+    _check_other_norm(settings, train, 'cpu')
+    assert calls == ([False] * 3 if la_impl == 'fused' else [])
+    # With the default BN the fused function holds the norm (so the check
+    # can fail).
+    calls.clear()
+    stage, _ = _pair('light', [1, 0, 1, 1])
+    _run(stage, torch.randn(3, 64, 6, 5, dtype=torch.float64))
+    assert calls == ([True] * 3 if la_impl == 'fused' else [])
+
+
+def _check_other_norm(settings, train, device):
     if 'drop_path_rate' in settings and train:
         pytest.skip('DropPath draws random masks in training')
-    calls = _record_normalize(monkeypatch)
-    stage, reference = _pair('light', [1, 0, 1, 1],
+    stage, reference = _pair('light', [1, 0, 1, 1], device=device,
                              norm_cfg=settings.get('norm_cfg'))
     for module in list(stage.attention) + list(reference.attention):
         if 'drop_path_rate' in settings:
             module.drop_path = la.DropPath(settings['drop_path_rate'])
     stage.train(train)
     reference.train(train)
-    x = torch.randn(3, 64, 6, 5, dtype=torch.float64)
+    x = torch.randn(3, 64, 6, 5, dtype=torch.float64, device=device)
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
     _assert_same_buffers(stage, reference)
-    assert calls == [False] * 3
-    # With the default BN the norm runs inside (so the check can fail).
-    calls.clear()
-    stage, _ = _pair('light', [1, 0, 1, 1])
-    _run(stage, x)
-    assert calls == [True] * 3
 
 
 @pytest.mark.parametrize('frozen', ['identity', 'lambda', 'norm', 'map-1x1'])
 @pytest.mark.parametrize('train', [True, False])
-def test_light_partial_gradients_match_the_oracle(frozen, train):
+def test_light_partial_gradients_match_the_oracle(frozen, train, la_impl):
     """The backward computes only what is needed: an identity without a
     gradient (a frozen stem before the first block), a frozen lambda or
     norm, and 1x1 maps (mmdet's frozen_stages, small inputs)."""
@@ -241,6 +271,7 @@ def _check_partial_gradients(frozen, train, device):
             assert got is None
         else:
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    _assert_same_buffers(module, reference)
 
 
 def _randomise_running_stats(norm):
@@ -249,7 +280,8 @@ def _randomise_running_stats(norm):
         norm.running_var.uniform_(0.5, 2)
 
 
-def test_light_rejects_one_value_per_channel_in_training_as_bn_does():
+def test_light_rejects_one_value_per_channel_in_training_as_bn_does(
+        la_impl):
     module = LightLayerAttention(64, head_dim=16)
     x = torch.randn(1, 64, 1, 1)
     with pytest.raises(ValueError, match='more than 1 value per channel'):
@@ -259,12 +291,12 @@ def test_light_rejects_one_value_per_channel_in_training_as_bn_does():
 
 
 @pytest.mark.parametrize('with_cp', [False, True])
-def test_batch_counters_advance_as_stock_batch_norm_does(with_cp):
-    """The backbone's stages advance their MRLA-L norms' counters together;
-    each retrieving block's norm counts every training forward pass, as a
-    stock BN does, and pruned or eval-mode ones do not (also with the
-    blocks checkpointed, whose recomputation runs no layer attention)."""
-    from mmela.models import ELAResNetCIFAR
+def test_batch_counters_advance_as_stock_batch_norm_does(with_cp, la_impl):
+    """Each retrieving block's norm counts every training forward pass, as
+    a stock BN does, and pruned or eval-mode ones do not (also with the
+    blocks checkpointed, whose recomputation runs no layer attention). With
+    'fused', the backbone's stages advance their MRLA-L norms' counters
+    together."""
     model = ELAResNetCIFAR(20, layer_attention='light', with_cp=with_cp)
     model.set_masks([[1, 0], [1, 1], [0, 1]])
     x = torch.randn(2, 3, 16, 16, requires_grad=True)
@@ -281,38 +313,172 @@ def test_batch_counters_advance_as_stock_batch_norm_does(with_cp):
     assert int(module.norm.num_batches_tracked) == 1
 
 
+# ------------------------------------------- the two implementations
 @pytest.mark.parametrize('kind', ['light', 'base'])
-def test_plain_operator_path_matches_the_oracle(kind, monkeypatch):
-    """The operators used under torch.compile (and, for MRLA-L, when hooks
-    watch the convs)."""
-    stage, reference = _pair(kind, [1, 1, 0, 1])
-    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
-    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
-    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+def test_implementations_equal_each_other_on_a_backbone(kind):
+    """'fused' and 'reference' on a whole backbone, float64: outputs, every
+    gradient, running statistics and batch counters, over two training steps
+    and an eval pass; with a frozen stage, pruned blocks, channels-last
+    features and, in the last stage, 1x1 maps."""
+    _check_implementations_equal(kind, 'cpu')
 
 
-def test_light_with_hooks_takes_the_module_path_and_still_matches():
-    stage, reference = _pair('light', None)
+def _check_implementations_equal(kind, device):
+    torch.manual_seed(0)
+    models = {}
+    for impl in ('fused', 'reference'):
+        torch.manual_seed(0)
+        model = ELAResNetCIFAR(20, layer_attention=kind, frozen_stages=1)
+        model.init_weights()
+        model.set_masks([[1, 1], [1, 0], [1, 1]])
+        models[impl] = model.to(device, torch.float64).to(
+            memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 4, 4, dtype=torch.float64, device=device).contiguous(
+        memory_format=torch.channels_last)  # the last stage sees 1x1 maps
+    results = {}
+    for impl, model in models.items():
+        previous = set_layer_attention_impl(impl)
+        try:
+            steps = []
+            for train in (True, True, False):
+                model.train(train)
+                model.zero_grad(set_to_none=True)
+                xg = x.clone().requires_grad_()
+                out = model(xg)[-1]
+                state = dict(out=out.detach())
+                if train:
+                    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
+                                          device=device).view_as(out)
+                     ).sum().backward()
+                    state['input.grad'] = xg.grad
+                    state.update({f'{n}.grad': p.grad for n, p in
+                                  model.named_parameters()
+                                  if p.grad is not None})
+                state.update(dict(model.named_buffers()))
+                steps.append({k: v.detach().clone() for k, v in state.items()})
+        finally:
+            set_layer_attention_impl(previous)
+        results[impl] = steps
+    for got, want in zip(results['fused'], results['reference']):
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-10,
+                                       atol=1e-12, msg=name)
+    # The frozen stage's layer attention trains (a gradient is there).
+    assert 'layer1.0.layer_attention.qk.weight.grad' in results['fused'][0]
+    assert 'layer1.0.conv1.weight.grad' not in results['fused'][0]
+
+
+def test_auto_picks_fused_only_where_it_is_verified():
+    previous = set_layer_attention_impl('auto')
+    try:
+        assert layer_attention_impl('cpu') == 'fused'
+        assert layer_attention_impl('cuda') == 'reference'
+        assert layer_attention_impl('mps') == 'reference'
+        for name in ('fused', 'reference'):
+            set_layer_attention_impl(name)
+            assert layer_attention_impl('cpu') == layer_attention_impl(
+                'cuda') == name
+        with pytest.raises(ValueError, match='auto, fused, reference'):
+            set_layer_attention_impl('fast')
+    finally:
+        set_layer_attention_impl(previous)
+
+
+@pytest.mark.parametrize('value,cpu,cuda', [
+    ('reference', 'reference', 'reference'), ('fused', 'fused', 'fused'),
+    ('auto', 'fused', 'reference'), ('', 'fused', 'reference')])
+def test_the_environment_variable_chooses(value, cpu, cuda):
+    import subprocess
+    import sys
+    code = ('from mmela.models import layer_attention_impl as f; '
+            'print(f("cpu"), f("cuda"))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env=dict(os.environ, MMELA_LA_IMPL=value))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [cpu, cuda]
+
+
+def test_a_bad_environment_variable_is_one_clear_error():
+    import subprocess
+    import sys
+    code = ('from mmela.models import layer_attention_impl as f; '
+            'f("cpu")')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env=dict(os.environ, MMELA_LA_IMPL='fast'))
+    assert out.returncode != 0
+    assert ("ValueError: the environment variable MMELA_LA_IMPL must be one "
+            "of auto, fused, reference, got 'fast'") in out.stderr
+
+
+@pytest.mark.parametrize('kind', ['light', 'base'])
+def test_tracing_runs_the_reference_implementation(kind, monkeypatch):
+    """Under torch.compile or export (and torch.jit.trace) the modules trace
+    stock operators, whatever the setting."""
+    fused = {'light': LightAttentionFunction,
+             'base': BaseRetrievalFunction}[kind]
     calls = []
-    stage.attention[1].value.register_forward_hook(
-        lambda *_: calls.append(1))
-    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
-    _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
-    assert calls == [1]
+    apply = fused.apply
+    monkeypatch.setattr(fused, 'apply',
+                        lambda *a: calls.append(1) or apply(*a))
+    previous = set_layer_attention_impl('fused')
+    try:
+        stage, reference = _pair(kind, [1, 1, 0, 1])
+        x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+        _run(stage, x)
+        assert calls == [1] * 3
+        calls.clear()
+        monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+        _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+        assert calls == []
+    finally:
+        set_layer_attention_impl(previous)
+
+
+class _Lines(logging.Handler):
+    """Collects the messages of mmengine's current logger (which does not
+    propagate to pytest's caplog)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_a_hook_on_a_conv_switches_to_reference_and_says_so_once():
+    """A module hook on MRLA-L's value conv would never fire under
+    'fused' (the function uses the conv's weight): that module runs
+    'reference', and the log says so in one line."""
+    from mmengine.logging import MMLogger
+    previous = set_layer_attention_impl('fused')
+    la._said.clear()
+    logger = MMLogger.get_current_instance()
+    collected = _Lines()
+    logger.addHandler(collected)
+    try:
+        stage, reference = _pair('light', None)
+        calls = []
+        stage.attention[1].value.register_forward_hook(
+            lambda *_: calls.append(1))
+        x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+        for _ in range(2):
+            _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+        assert calls == [1, 1]
+        assert stage.attention[1].implementation('cpu') == 'reference'
+        assert stage.attention[0].implementation('cpu') == 'fused'
+        lines = [line for line in collected.lines if 'module hook' in line]
+        assert len(lines) == 1, collected.lines
+        assert "run 'reference'" in lines[0]
+    finally:
+        logger.removeHandler(collected)
+        set_layer_attention_impl(previous)
 
 
 @pytest.mark.parametrize('kind', ['light', 'base'])
-def test_channels_last_matches_the_oracle(kind):
-    stage, reference = _pair(kind, [1, 0, 1, 1])
-    stage = stage.to(memory_format=torch.channels_last)
-    reference = reference.to(memory_format=torch.channels_last)
-    x = torch.randn(2, 64, 5, 7, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last)
-    got, want = _run(stage, x), _run(reference, x)
-    _assert_match(got, want, 1e-10, 1e-12)
-    # The output keeps the layout, so later blocks pay no conversion.
-    assert got[0].stride() == want[0].stride()
-    assert got[0].is_contiguous(memory_format=torch.channels_last)
+def test_channels_last_matches_the_oracle(kind, la_impl):
+    _check_float64(kind, [1, 0, 1, 1], True, 'cpu', channels_last=True)
 
 
 def _cpu_autocast_dtypes():
@@ -373,7 +539,8 @@ AUTOCAST_CASES = [('light', 'autocast'), ('base', 'autocast'),
 
 @pytest.mark.parametrize('kind,features', AUTOCAST_CASES)
 @pytest.mark.parametrize('dtype', _cpu_autocast_dtypes())
-def test_autocast_is_as_accurate_as_the_oracle(kind, dtype, features):
+def test_autocast_is_as_accurate_as_the_oracle(kind, dtype, features,
+                                               la_impl):
     got, want, truth = _check_autocast(kind, dtype, 'cpu', features)
     # The check can fail: a gradient 50% off is caught.
     wrong = dict(got[1], input=got[1]['input'] * 1.5)
@@ -381,16 +548,17 @@ def test_autocast_is_as_accurate_as_the_oracle(kind, dtype, features):
         _assert_as_accurate((got[0], wrong), want, truth)
 
 
-def test_base_keeps_one_memory_entry_per_retrieving_block():
+def test_base_keeps_one_memory_entry_per_retrieving_block(la_impl):
     stage, _ = _pair('base', [1, 0, 1, 1])
     seen = []
     stage.attention[3].register_forward_pre_hook(
-        lambda module, args: seen.append(len(args[2])))
+        lambda module, args: seen.append(args[2].retrievals))
     stage(torch.randn(1, 64, 3, 3, dtype=torch.float64))
     assert seen == [2]
 
 
-def test_base_backward_twice_with_retained_graph_gives_the_same_grads():
+def test_base_backward_twice_with_retained_graph_gives_the_same_grads(
+        la_impl):
     stage, _ = _pair('base', None)
     x = torch.randn(2, 64, 4, 4, dtype=torch.float64, requires_grad=True)
     out = stage(x).square().sum()
@@ -400,6 +568,14 @@ def test_base_backward_twice_with_retained_graph_gives_the_same_grads():
 
 
 def test_base_buffers_grow_when_the_stage_gets_more_retrievals():
+    previous = set_layer_attention_impl('fused')
+    try:
+        _check_buffers_grow()
+    finally:
+        set_layer_attention_impl(previous)
+
+
+def _check_buffers_grow():
     stage, reference = _pair('base', [1, 0, 0, 1])
     x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
@@ -412,7 +588,7 @@ def test_base_buffers_grow_when_the_stage_gets_more_retrievals():
 
 
 # ------------------------------------------------------ recording
-def test_light_records_gate_log_gate_and_decay():
+def test_light_records_gate_log_gate_and_decay(la_impl):
     torch.manual_seed(0)
     module = LightLayerAttention(64, head_dim=16).double()
     module.recording = True
@@ -429,7 +605,7 @@ def test_light_records_gate_log_gate_and_decay():
     assert module.record['decay'].shape == (64, )
 
 
-def test_log_gate_stays_finite_when_the_gate_underflows():
+def test_log_gate_stays_finite_when_the_gate_underflows(la_impl):
     torch.manual_seed(0)
     module = LightLayerAttention(64, head_dim=16)
     with torch.no_grad():
@@ -453,7 +629,7 @@ def test_log_gate_stays_finite_when_the_gate_underflows():
 
 
 # ------------------------------------------------ drop path and ReLU
-def test_drop_path_is_off_by_default_and_drops_whole_samples():
+def test_drop_path_is_off_by_default_and_drops_whole_samples(la_impl):
     for cls in (LightLayerAttention, BaseLayerAttention):
         assert isinstance(cls(64).drop_path, torch.nn.Identity)
     torch.manual_seed(0)
@@ -476,21 +652,21 @@ def test_drop_path_is_off_by_default_and_drops_whole_samples():
         build_layer_attention('base', 64, drop_path_rate=1.0)
 
 
-def test_base_ends_with_a_relu_and_light_does_not():
+def test_base_ends_with_a_relu_and_light_does_not(la_impl):
     torch.manual_seed(0)
     x = torch.randn(2, 64, 3, 3)
     for kind, clipped in (('base', True), ('light', False)):
         module = build_layer_attention(kind, 64)
         torch.nn.init.ones_(module.norm.weight)
-        branch = module(x, x, []) - x
+        branch = module(x, x) - x
         assert bool((branch >= 0).all()) == clipped
 
 
 # ------------------------------------------------------------------ CUDA
-# The hand-written autograd functions call the same operators on every
-# device, but the kernels behind them differ on a GPU (the batch-norm
-# backward's checks and branches, cuDNN's depthwise convs, half precision).
-# These run wherever a GPU is present; CI has none.
+# The same operators run on every device, but the kernels behind them differ
+# on a GPU (cuDNN's batch norm and depthwise convs, the batch-norm
+# backward's checks and branches, half precision). These run wherever a GPU
+# is present (tools/device_check.sh); CI has none.
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason='needs a CUDA device')
 
@@ -498,27 +674,37 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 @cuda
 @pytest.mark.parametrize('kind', ['light', 'base'])
 @pytest.mark.parametrize('masks', MASKS)
+@pytest.mark.parametrize('train', [True, False])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_cuda_matches_the_oracle_in_float64(kind, masks, channels_last):
-    stage, reference = _pair(kind, masks, device='cuda')
-    x = torch.randn(3, 64, 6, 5, dtype=torch.float64, device='cuda')
-    if channels_last:
-        stage = stage.to(memory_format=torch.channels_last)
-        reference = reference.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    for _ in range(2):  # the second pass: MRLA-B's buffers already sized
-        _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
+def test_cuda_matches_the_oracle_in_float64(kind, masks, train,
+                                            channels_last, la_impl):
+    _check_float64(kind, masks, train, 'cuda', channels_last)
 
 
 @cuda
 @pytest.mark.parametrize('kind,features', AUTOCAST_CASES)
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_cuda_autocast_is_as_accurate_as_the_oracle(kind, dtype, features):
+def test_cuda_autocast_is_as_accurate_as_the_oracle(kind, dtype, features,
+                                                    la_impl):
     _check_autocast(kind, dtype, 'cuda', features)
 
 
 @cuda
 @pytest.mark.parametrize('frozen', ['identity', 'lambda', 'norm', 'map-1x1'])
 @pytest.mark.parametrize('train', [True, False])
-def test_cuda_partial_gradients_match_the_oracle(frozen, train):
+def test_cuda_partial_gradients_match_the_oracle(frozen, train, la_impl):
     _check_partial_gradients(frozen, train, 'cuda')
+
+
+@cuda
+@pytest.mark.parametrize('settings', OTHER_NORMS)
+@pytest.mark.parametrize('train', [True, False])
+def test_cuda_light_with_other_norms_matches_the_oracle(settings, train,
+                                                        la_impl):
+    _check_other_norm(settings, train, 'cuda')
+
+
+@cuda
+@pytest.mark.parametrize('kind', ['light', 'base'])
+def test_cuda_implementations_equal_each_other_on_a_backbone(kind):
+    _check_implementations_equal(kind, 'cuda')

@@ -1,7 +1,8 @@
 """Our MRLA-L and MRLA-B against the published MRLA code, in float64.
 
-SPEC section 1 says our layer attention computes what the official MRLA
-repository (github.com/joyfang1106/MRLA) computes. The classes below are our
+Our layer attention computes what the official MRLA repository
+(github.com/joyfang1106/MRLA) computes (the ELA paper's Eqs. 4-7 build on
+it). The classes below are our
 own transcriptions of its forward passes, written from reading these files
 (the modules at commit 9b8fcf0, the ResNets at f7db60f; no code copied), in
 their structure and operation order: separate 1-to-1 channel ``Conv1d`` for
@@ -32,12 +33,11 @@ bias); ``Wv.weight`` -> ``value.weight`` (3x3 depthwise, no bias);
 bias and running statistics). ``dim_perhead`` -> ``head_dim``; the scale is
 ``1 / sqrt(input_dim / heads)`` there, ``head_dim ** -0.5`` here.
 
-Each of our paths is checked: the hand-written autograd functions (the
-normal forward) and the plain operators (MRLA-L: ``_fused`` returns False,
-as when hooks watch its convs; MRLA-B: the operators used under
-``torch.compile``). Outputs, the gradients of the inputs and of every
-mapped parameter, and BN's running statistics must agree to
-``rtol=1e-12, atol=1e-13``.
+Both of our implementations are checked, ``'fused'`` (the hand-written
+autograd functions) and ``'reference'`` (stock operators, also what
+``torch.compile`` traces), on the CPU and, where there is one, on a GPU.
+Outputs, the gradients of the inputs and of every mapped parameter, and BN's
+running statistics must agree to ``rtol=1e-12, atol=1e-13``.
 
 No difference from the published code was found beyond what our docs state
 (``o^{l-1}`` is the block's projected input, as published; MRLA-B's ReLU
@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmela.models import layer_attention as la
 from mmela.models.layer_attention import (BaseLayerAttention,
-                                          LightLayerAttention)
+                                          LightLayerAttention, StageMemory)
+from mmela.models.ops import BaseRetrievalFunction, LightAttentionFunction
 
 RTOL, ATOL = 1e-12, 1e-13
 NOT_CLOSE = 'Tensor-likes are not close'
@@ -200,7 +200,7 @@ def _copy_norm(bn, ours):
 
 def published_light_from(ours, **kwargs):
     published = PublishedLight(ours.channels, ours.head_dim,
-                               **kwargs).to(DTYPE)
+                               **kwargs).to(ours.lambda_.device, DTYPE)
     _copy_projections(published.proj, ours)
     with torch.no_grad():
         published.lambda_t.copy_(ours.lambda_)
@@ -245,8 +245,8 @@ def our_grads(module, prefix=''):
 # ------------------------------------------------------------ comparing
 def _backward(out, inputs, seed=1):
     gen = torch.Generator().manual_seed(seed)
-    (out * torch.randn(out.shape, generator=gen, dtype=DTYPE)).sum() \
-        .backward()
+    (out * torch.randn(out.shape, generator=gen, dtype=DTYPE).to(
+        out.device)).sum().backward()
     return {name: t.grad for name, t in inputs.items()}
 
 
@@ -266,14 +266,15 @@ def _assert_all_close(got, want):
     return largest, relative
 
 
-def _inputs(shape, seed):
+def _inputs(shape, seed, device='cpu'):
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=gen, dtype=DTYPE).requires_grad_()
-            for _ in range(2)]
+    return [torch.randn(shape, generator=gen, dtype=DTYPE).to(
+        device).requires_grad_() for _ in range(2)]
 
 
 def _run_light(module, shape, train):
-    x, identity = _inputs(shape, seed=2)
+    x, identity = _inputs(shape, seed=2,
+                          device=next(module.parameters()).device)
     module.zero_grad(set_to_none=True)
     module.train(train)
     out = module(x, identity)
@@ -298,9 +299,9 @@ LIGHT_CASES = [  # (B, C, head_dim, H, W)
 ]
 
 
-def _light_pair(channels, head_dim, seed=0):
+def _light_pair(channels, head_dim, seed=0, device='cpu'):
     ours = _randomise(LightLayerAttention(channels, head_dim=head_dim)
-                      .to(DTYPE), seed)
+                      .to(device, DTYPE), seed)
     return ours, published_light_from(ours)
 
 
@@ -317,20 +318,21 @@ class _CountCalls:
 
 @pytest.mark.parametrize('case', LIGHT_CASES)
 @pytest.mark.parametrize('train', [True, False])
-@pytest.mark.parametrize('path', ['fused', 'plain'])
-def test_light_equals_the_published_mrla_light(case, train, path,
+def test_light_equals_the_published_mrla_light(case, train, la_impl,
                                                monkeypatch):
+    _check_light(case, train, la_impl, monkeypatch, 'cpu')
+
+
+def _check_light(case, train, impl, monkeypatch, device):
     batch, channels, head_dim, height, width = case
-    ours, published = _light_pair(channels, head_dim)
-    fused = _CountCalls(la._LightAttention.apply)
-    monkeypatch.setattr(la._LightAttention, 'apply', fused)
-    if path == 'plain':
-        monkeypatch.setattr(LightLayerAttention, '_fused', lambda self: False)
+    ours, published = _light_pair(channels, head_dim, device=device)
+    fused = _CountCalls(LightAttentionFunction.apply)
+    monkeypatch.setattr(LightAttentionFunction, 'apply', fused)
     shape = (batch, channels, height, width)
     diff = compare_light(ours, published, shape, train)
-    assert fused.calls == (path == 'fused')
-    print(f'MRLA-L {case} train={train} {path}: max |diff| {diff[0]:.1e}, '
-          f'relative to the tensor {diff[1]:.1e}')
+    assert fused.calls == (impl == 'fused')
+    print(f'MRLA-L {case} train={train} {impl} {device}: max |diff| '
+          f'{diff[0]:.1e}, relative to the tensor {diff[1]:.1e}')
 
 
 def test_light_comparison_can_fail():
@@ -363,7 +365,7 @@ class ToyStage(nn.Module):
         self.attention = nn.ModuleList(attention)
 
     def forward(self, x):
-        memory, keys, values = [], None, None
+        memory, keys, values = StageMemory(), None, None
         for conv, attention in zip(self.convs, self.attention):
             out = F.relu(conv(x) + x)
             if isinstance(attention, PublishedBase):
@@ -373,7 +375,8 @@ class ToyStage(nn.Module):
         return x
 
 
-def _base_pair(channels, head_dim, blocks, seed=0, relu=True):
+def _base_pair(channels, head_dim, blocks, seed=0, relu=True,
+               device='cpu'):
     torch.manual_seed(seed)
     # Query and key weights of std 0.1 keep the softmax away from one-hot
     # (with std 1 later blocks attend to one key, and the keys' gradients
@@ -390,11 +393,11 @@ def _base_pair(channels, head_dim, blocks, seed=0, relu=True):
         published.append(theirs)
     published = ToyStage(channels, published).to(DTYPE)
     published.convs.load_state_dict(ours.convs.state_dict())
-    return ours, published
+    return ours.to(device), published.to(device)
 
 
 def _run_stage(stage, shape, train):
-    x, _ = _inputs(shape, seed=3)
+    x, _ = _inputs(shape, seed=3, device=next(stage.parameters()).device)
     stage.zero_grad(set_to_none=True)
     stage.train(train)
     out = stage(x)
@@ -425,26 +428,26 @@ BASE_CASES = [  # (B, C, head_dim, H, W, blocks)
 
 @pytest.mark.parametrize('case', BASE_CASES)
 @pytest.mark.parametrize('train', [True, False])
-@pytest.mark.parametrize('path', ['fused', 'plain'])
-def test_base_equals_the_published_mrla_base(case, train, path,
+def test_base_equals_the_published_mrla_base(case, train, la_impl,
                                              monkeypatch):
+    _check_base(case, train, la_impl, monkeypatch, 'cpu')
+
+
+def _check_base(case, train, impl, monkeypatch, device):
     batch, channels, head_dim, height, width, blocks = case
-    ours, published = _base_pair(channels, head_dim, blocks)
-    fused = _CountCalls(la._BaseRetrieval.apply)
-    monkeypatch.setattr(la._BaseRetrieval, 'apply', fused)
-    if path == 'plain':
-        # The operators our module uses under torch.compile.
-        monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    ours, published = _base_pair(channels, head_dim, blocks, device=device)
+    fused = _CountCalls(BaseRetrievalFunction.apply)
+    monkeypatch.setattr(BaseRetrievalFunction, 'apply', fused)
     for module in ours.attention:
         module.recording = True
     shape = (batch, channels, height, width)
     diff = compare_base(ours, published, shape, train)
-    assert fused.calls == (blocks if path == 'fused' else 0)
+    assert fused.calls == (blocks if impl == 'fused' else 0)
     # Every key carries weight, so every key's gradient is tested.
     for module in ours.attention:
         assert module.record['distribution'].min() > 1e-3
-    print(f'MRLA-B {case} train={train} {path}: max |diff| {diff[0]:.1e}, '
-          f'relative to the tensor {diff[1]:.1e}')
+    print(f'MRLA-B {case} train={train} {impl} {device}: max |diff| '
+          f'{diff[0]:.1e}, relative to the tensor {diff[1]:.1e}')
 
 
 def test_base_comparison_can_fail():
@@ -454,3 +457,25 @@ def test_base_comparison_can_fail():
         compare_base(ours, no_relu, shape, train=True)
     ours, published = _base_pair(64, 16, 3)
     compare_base(ours, published, shape, train=True)
+
+
+# ------------------------------------------------------------------ CUDA
+# The CUDA twins run wherever a GPU is present (tools/device_check.sh).
+cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='needs a CUDA device')
+
+
+@cuda
+@pytest.mark.parametrize('case', LIGHT_CASES)
+@pytest.mark.parametrize('train', [True, False])
+def test_cuda_light_equals_the_published_mrla_light(case, train, la_impl,
+                                                    monkeypatch):
+    _check_light(case, train, la_impl, monkeypatch, 'cuda')
+
+
+@cuda
+@pytest.mark.parametrize('case', BASE_CASES)
+@pytest.mark.parametrize('train', [True, False])
+def test_cuda_base_equals_the_published_mrla_base(case, train, la_impl,
+                                                  monkeypatch):
+    _check_base(case, train, la_impl, monkeypatch, 'cuda')

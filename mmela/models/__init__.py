@@ -10,6 +10,8 @@ import importlib
 from .attention_distribution import (base_attention_distribution,
                                      light_attention_distributions)
 from .base_backbone import LayerAttentionResNetBase
+from .implementation import (layer_attention_impl, layer_attention_setting,
+                             set_layer_attention_impl)
 from .layer_attention import (LAYER_ATTENTION_TYPES, BaseLayerAttention,
                               LightLayerAttention, eca_kernel_size)
 from .resnet_cifar import CIFARResNet, ELAResNetCIFAR
@@ -18,7 +20,8 @@ __all__ = [
     'ELAResNetCIFAR', 'CIFARResNet', 'LayerAttentionResNetBase',
     'LightLayerAttention', 'BaseLayerAttention', 'LAYER_ATTENTION_TYPES',
     'eca_kernel_size', 'base_attention_distribution',
-    'light_attention_distributions'
+    'light_attention_distributions', 'layer_attention_impl',
+    'layer_attention_setting', 'set_layer_attention_impl'
 ]
 
 

@@ -34,7 +34,7 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
 from .attention_distribution import light_attention_distributions
-from .layer_attention import (advance_batch_counts, build_layer_attention,
+from .layer_attention import (StageMemory, build_layer_attention,
                               check_layer_attention)
 
 
@@ -80,7 +80,8 @@ def _block_and_identity(block: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
     return out, identity
 
 
-def forward_block(block: nn.Module, x: Tensor, memory: list) -> Tensor:
+def forward_block(block: nn.Module, x: Tensor,
+                  memory: StageMemory) -> Tensor:
     """One block and its layer attention (if it has one and it is on).
 
     A pruned block runs exactly as the stock block. With ``with_cp`` the
@@ -107,13 +108,13 @@ def _ddp_running() -> bool:
 
 class _StageForward:
     """The forward pass of a layer-attention stage: its blocks share the
-    layer-attention memory (MRLA-B's keys and values)."""
+    layer-attention memory (:class:`StageMemory`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        memory: List = []
+        memory = StageMemory(batch_counters=[])
         for block in self:
             x = forward_block(block, x, memory)
-        advance_batch_counts(memory)
+        memory.advance_batch_counts()
         if self.training and _ddp_running():
             x = self._tie_pruned_parameters(x)
         return x
@@ -305,6 +306,20 @@ class LayerAttentionResNetBase:
             for block, on in zip(stage, stage_mask):
                 block.layer_attention.set_retrieval(bool(on))
 
+    def layer_attention_impl(self, device_type: Optional[str] = None) -> str:
+        """The implementation of layer attention its retrieving blocks run
+        eagerly on ``device_type`` (default: the backbone's), e.g.
+        ``'fused'``; ``'fused+reference'`` where module hooks make some
+        blocks run ``'reference'`` (see :mod:`.implementation`); ``'none'``
+        with every retrieval pruned."""
+        self._require_layer_attention()
+        if device_type is None:
+            device_type = next(self.parameters()).device.type
+        impls = {block.layer_attention.implementation(device_type)
+                 for stage in self.stages() for block in stage
+                 if block.layer_attention.retrieval_on}
+        return '+'.join(sorted(impls)) or 'none'
+
     def num_retrievals(self) -> Dict[str, int]:
         """How many retrievals are on, and how many there are."""
         masks = self.get_masks()
@@ -324,8 +339,6 @@ def _attach(block: nn.Module, kind: str, norm_cfg: dict, head_dim: int,
         kind, channels, norm_cfg=norm_cfg,
         head_dim=fitting_head_dim(channels, head_dim),
         drop_path_rate=drop_path_rate)
-    if kind == 'light':  # the stage advances the norms' batch counters
-        block.layer_attention.defer_batch_count = True
 
 
 def fitting_head_dim(channels: int, head_dim: int) -> int:

@@ -1,9 +1,10 @@
 """Layer attention modules: MRLA-L ('light') and MRLA-B ('base').
 
 One module sits at the end of every block of a layer-attention ResNet stage.
-Given the block's output ``x^l`` it retrieves from the earlier blocks of the
-stage and returns ``x^l + drop_path(BN(o^l))`` (MRLA-L) or
-``x^l + drop_path(relu(BN(o^l)))`` (MRLA-B), SPEC section 1.
+Given the block's output ``x^l`` and its (projected) input it retrieves from
+the earlier blocks of the stage and returns ``x^l + drop_path(BN(o^l))``
+(MRLA-L, the ELA paper's Eq. 7) or ``x^l + drop_path(relu(BN(o^l)))``
+(MRLA-B, Eqs. 4-5 with a softmax, and the ReLU of the published MRLA-B).
 
 Every module owns a *retrieval mask* (a persistent buffer, 1 = retrieval on).
 With the mask at 0 the module returns ``x^l`` unchanged: no query, key or
@@ -12,53 +13,32 @@ forward pass reads a Python mirror of the mask, so checking it costs no device
 synchronisation; the mirror follows the buffer through ``set_retrieval`` and
 ``load_state_dict``.
 
+Each module has two implementations of its forward pass, side by side:
+``forward_reference`` (stock operators and modules, the published
+formulation) and ``forward_fused`` (the autograd functions of :mod:`.ops`).
+Which one runs is chosen in :mod:`.implementation`, never by the module.
+
 Mixed precision: the attention scores (query . key, the sigmoid and the
-softmax; in MRLA-L's fused function also the pooling and the query/key conv,
-which are tiny) are computed in float32 (or float64) whatever the autocast
-dtype, and the weights are cast back to the feature dtype before they scale
-the values, so a block's output keeps the dtype a plain block's would have.
-
-Kernel launches. On a GPU a CIFAR-sized step is bound by kernel launches, so
-the retrieval is written to launch few (``tools/analysis/benchmark_speed.py``
-counts them per training step):
-
-- per-head weights reach the channels through a view of the features as
-  ``(B, heads, head_dim, H, W)``, never a ``repeat_interleave``;
-- MRLA-L's whole retrieval with its batch norm and the residual (pooling,
-  query and key, gate, value, lambda term, norm, ``x + ...``) is one
-  autograd function (:class:`_LightAttention`) whose backward does per-head
-  reductions as batched matrix products with the scale folded in, gets both
-  gradients of the lambda term from one kernel, and adds the residual's and
-  the pooling's gradients to the input gradient in place; the stage
-  advances its norms' batch counters in one kernel
-  (:func:`advance_batch_counts`);
-- MRLA-B keeps the keys and values of a stage in one buffer
-  (:class:`_StageMemory`) and retrieves with one batched matrix product, so a
-  block launches the same kernels however many blocks precede it; the backward
-  accumulates every earlier value's gradient into one buffer in one kernel
-  (:class:`_BaseRetrieval`), and its ReLU keeps a boolean mask, not its output
-  (:class:`_ReluResidual`).
-
-Under ``torch.compile``, or when a forward hook watches the query/key or value
-conv or the norm (FLOPs counters, feature extractors), the same maths runs as
-plain autograd operators (the compiler fuses them itself; hooks see their
-calls); so does MRLA-L with a norm other than a plain ``nn.BatchNorm2d``
-with a momentum (SyncBN, GN, ...) or with DropPath.
+softmax) are computed in float32 (or float64) whatever the autocast dtype,
+and the weights are cast back to the feature dtype before they scale the
+values, so a block's output keeps the dtype a plain block's would have.
 """
 import math
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import Tensor, nn
-from torch.nn.modules import module as _module
 
 from .attention_distribution import base_attention_distribution
+from .implementation import layer_attention_impl, layer_attention_setting
 from .norm import build_norm
+from .ops import (BaseRetrievalFunction, KeyValueBuffer,
+                  LightAttentionFunction, ReluResidualFunction, score_dtype)
 
 LAYER_ATTENTION_TYPES = (None, 'light', 'base')
-
-aten = torch.ops.aten
 
 
 def eca_kernel_size(channels: int) -> int:
@@ -90,338 +70,69 @@ class DropPath(nn.Module):
         return f'p={self.p}'
 
 
-def _conv_dtype(x: Tensor) -> torch.dtype:
-    """The dtype autocast would run a conv in (``x.dtype`` without it)."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
+@dataclass
+class StageMemory:
+    """What the layer attention of one stage's blocks shares in one forward
+    pass. A stage creates one, hands it to every block, and calls
+    :meth:`advance_batch_counts` at the end.
 
-
-def _score_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _scratch(t: Tensor) -> Tensor:
-    """A one-element view of ``t`` to stand as the ignored ``input`` of
-    ``baddbmm(..., beta=0)`` (no allocation, no kernel)."""
-    return t.as_strided((1, 1, 1), (0, 0, 0))
-
-
-class _LightAttention(torch.autograd.Function):
-    """MRLA-L in one autograd node: ``o = lambda * identity + sigmoid(q . k
-    * scale) * dwconv(x)`` with ``q, k = conv1d(GAP(x))``, the gate per
-    sample and head, and with ``normalize`` the block output ``x + BN(o)``.
-    Returns that and the (non-differentiable) scores ``q . k * scale`` for
-    recording.
-
-    Arguments, in order: ``x, identity``; the weights of the query/key conv,
-    the value conv and lambda; the batch norm's weight, bias, running mean
-    and variance (``None`` without ``normalize``); ``unit_stats`` (see
-    below); ``normalize, training, momentum, eps`` of the norm;
-    ``num_heads, scale``.
-
-    The norm is the operator ``nn.BatchNorm2d`` runs on the CPU
-    (``native_batch_norm``; on CUDA stock BN may take cuDNN's instead), with
-    the same running-statistics update; the caller advances its batch
-    counter.
-
-    A gate is constant over a sample's channel map, so it is folded into the
-    depthwise weights: one conv with a 3x3 kernel per sample and channel
-    (``groups = B * C``) computes the gated value, and its backward gives the
-    input gradient already gated and per-sample weight gradients, from which
-    two small batched products give the weight's and the gate's gradients.
-    The lambda term's two gradients (``lambda * g`` for the identity and the
-    per-channel sums of ``g * identity`` for lambda) come from one kernel:
-    they are exactly the backward pass of an eval-mode batch norm of the
-    identity with mean 0, variance 1, eps 0 and weight lambda
-    (``unit_stats`` holds the zeros and ones). The residual's and the
-    pooling's gradients are added in place to the input gradient. Saved
-    full-size tensors: the norm's input ``o``, and ``x`` and ``identity``,
-    which the blocks save anyway (unless ``x`` needs a copy: channels-last
-    or not in the autocast dtype).
+    Attributes:
+        keys_values: MRLA-B, reference implementation: the ``(key, value)``
+            of every earlier retrieving block, in order.
+        kv_buffer: MRLA-B, fused implementation: the same keys and values,
+            in one :class:`~mmela.models.ops.KeyValueBuffer`.
+        batch_counters: MRLA-L, fused implementation: the batch counters of
+            the norms to advance together at the end of the stage (one
+            kernel instead of one per block), or None for each module to
+            advance its own (a module used outside a stage).
     """
+    keys_values: List[Tuple[Tensor, Tensor]] = field(default_factory=list)
+    kv_buffer: Optional[KeyValueBuffer] = None
+    batch_counters: Optional[List[Tensor]] = None
 
-    @staticmethod
-    def forward(ctx, x, identity, qk_weight, value_weight, lambda_,
-                bn_weight, bn_bias, running_mean, running_var, unit_stats,
-                normalize: bool, training: bool, momentum: float, eps: float,
-                num_heads: int, scale: float):
-        ctx.set_materialize_grads(False)
-        batch, channels, height, width = x.shape
-        # The value conv in the autocast dtype, unless the features are
-        # wider; the pooling and the query/key conv (tiny) in the scores'.
-        cdtype = torch.promote_types(_conv_dtype(x), x.dtype)
-        sdtype = _score_dtype(x.dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            pooled = x.mean((2, 3), dtype=sdtype).unsqueeze(1)  # (B, 1, C)
-            wqk = qk_weight.to(sdtype)
-            qk = F.conv1d(pooled, wqk, padding=wqk.shape[-1] // 2).view(
-                batch, 2, num_heads, -1)
-            q, k = qk.unbind(1)
-            scores = torch.baddbmm(_scratch(qk), q, k.transpose(1, 2),
-                                   beta=0, alpha=scale).diagonal(0, 1, 2)
-            gate = torch.sigmoid(scores)  # (B, heads)
-            xc = x.to(cdtype).contiguous().view(1, batch * channels, height,
-                                                width)
-            wv = value_weight.to(cdtype)
-            gated_weight = (wv.view(1, num_heads, -1, 9) *
-                            gate.to(cdtype)[:, :, None, None]).view(
-                                batch * channels, 1, 3, 3)
-            value = F.conv2d(xc, gated_weight, padding=1,
-                             groups=batch * channels).view(
-                                 batch, channels, height, width)
-            lam = lambda_.to(identity.dtype)
-            # In place where the dtypes allow: one full-size buffer less.
-            o = value.addcmul_(identity, lam) if value.dtype == \
-                identity.dtype else torch.addcmul(value, identity, lam)
-            mean = invstd = None
-            if not normalize:
-                out = o
-            else:
-                # Batch norm keeps its input's dtype under autocast too.
-                out, mean, invstd = aten.native_batch_norm(
-                    o, bn_weight, bn_bias, running_mean, running_var,
-                    training, momentum, eps)
-                if out.dtype == torch.promote_types(out.dtype, x.dtype) and \
-                        x.is_contiguous():
-                    out = out.add_(x)
-                else:  # x's dtype or memory format (channels-last) wins
-                    out = torch.add(x, out)
-        # In eval mode the backward pass needs the running statistics; they
-        # must not change before it, as with stock batch norm.
-        stats = (None, None) if training else (running_mean, running_var)
-        ctx.save_for_backward(xc, identity, pooled, wqk, qk, gate, wv, lam,
-                              gated_weight, o if normalize else None,
-                              bn_weight, mean, invstd, unit_stats, *stats)
-        ctx.num_heads, ctx.scale = num_heads, scale
-        ctx.normalize, ctx.training, ctx.eps = normalize, training, eps
-        ctx.x_dtype = x.dtype
-        ctx.mark_non_differentiable(scores)
-        return out, scores
+    @property
+    def retrievals(self) -> int:
+        """How many MRLA-B blocks have offered their key and value."""
+        buffered = self.kv_buffer.count if self.kv_buffer is not None else 0
+        return len(self.keys_values) + buffered
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, _):
-        (xc, identity, pooled, wqk, qk, gate, wv, lam, gated_weight, o,
-         bn_weight, mean, invstd, unit_stats, running_mean,
-         running_var) = ctx.saved_tensors
-        heads, scale = ctx.num_heads, ctx.scale
-        batch, channels = identity.shape[:2]
-        height, width = xc.shape[-2:]
-        need_x, need_id, need_wqk, need_wv, need_lam, need_bnw, need_bnb = \
-            ctx.needs_input_grad[:7]
-        grad_x = grad_id = grad_wqk = grad_wv = grad_lam = None
-        grad_bnw = grad_bnb = None
-        if grad_out is None:
-            return (None, ) * 16
-        with torch.autocast(xc.device.type, enabled=False):
-            if ctx.normalize:
-                grad_o, grad_bnw, grad_bnb = aten.native_batch_norm_backward(
-                    grad_out.to(o.dtype), o, bn_weight, running_mean,
-                    running_var, mean, invstd, ctx.training, ctx.eps,
-                    [True, need_bnw, need_bnb])
-            else:
-                grad_o = grad_out
-            # In the wider of the two dtypes: with float32 features under
-            # autocast the gate's gradient sums products that cancel.
-            bdtype = torch.promote_types(grad_o.dtype, xc.dtype)
-            grad_xc, grad_gated, _ = aten.convolution_backward(
-                grad_o.to(bdtype).contiguous().view_as(xc), xc.to(bdtype),
-                gated_weight.to(bdtype), None, [1, 1], [1, 1], [1, 1], False,
-                [0, 0], batch * channels, [need_x, True, False])
-            # Per head: (heads, B, head_dim * 9) against the gate and the
-            # weights, in the score dtype (these sums may cancel).
-            grad_gated = grad_gated.view(batch, heads, -1).transpose(
-                0, 1).to(gate.dtype)
-            if need_wv:
-                grad_wv = torch.bmm(gate.t().unsqueeze(1),
-                                    grad_gated).view(channels, 1, 3, 3)
-            if need_x or need_wqk:
-                # d/d(score) of sigmoid, times d(score)/d(q . k) = scale.
-                grad_gate = torch.baddbmm(
-                    _scratch(grad_gated), grad_gated,
-                    wv.to(gate.dtype).view(heads, -1, 1), beta=0,
-                    alpha=scale).view(heads, batch).t()
-                grad_scores = aten.sigmoid_backward(grad_gate, gate)
-                # d(q . k)/dq = k and d/dk = q: the query/key pair swapped.
-                grad_qk = torch.mul(qk.flip(1), grad_scores[:, None, :, None])
-                grad_pooled, grad_wqk, _ = aten.convolution_backward(
-                    grad_qk.view(batch, 2, channels), pooled,
-                    wqk, None, [1], [wqk.shape[-1] // 2], [1], False, [0],
-                    1, [need_x, need_wqk, False])
-            if need_x:
-                grad_x = grad_xc.view(batch, channels, height, width).to(
-                    ctx.x_dtype)
-                if ctx.normalize:  # the residual's gradient
-                    grad_x.add_(grad_out)
-                # The pooling's: 1 / HW of grad_pooled everywhere.
-                grad_x.add_(grad_pooled.view(batch, channels, 1, 1),
-                            alpha=1 / (height * width))
-            if need_id or need_lam:
-                # Mean 0 and inverse std 1 as the saved statistics too: CUDA
-                # reads them in eval mode as well.
-                zeros, ones = unit_stats.unbind()
-                grad_id, grad_lam, _ = aten.native_batch_norm_backward(
-                    grad_o.to(identity.dtype), identity,
-                    lam.to(unit_stats.dtype).view(channels), zeros, ones,
-                    zeros, ones, False, 0., [need_id, need_lam, False])
-                if grad_lam is not None:
-                    grad_lam = grad_lam.view(channels, 1, 1)
-        return (grad_x, grad_id, grad_wqk, grad_wv, grad_lam, grad_bnw,
-                grad_bnb) + (None, ) * 9
+    def count_batch(self, counter: Tensor) -> None:
+        """Advance a norm's batch counter, now or at the stage's end."""
+        if self.batch_counters is None:
+            counter.add_(1)
+        else:
+            self.batch_counters.append(counter)
+
+    def advance_batch_counts(self) -> None:
+        if self.batch_counters:
+            torch._foreach_add_(self.batch_counters, 1)
+            self.batch_counters = []
 
 
-class _StageMemory:
-    """The keys and values MRLA-B's blocks of one stage offer to later ones,
-    for one forward pass, in two buffers (and, in the backward pass, their
-    gradients in two more).
-
-    ``keys`` is ``(B, heads, capacity, head_dim)`` in the score dtype, already
-    multiplied by ``1 / sqrt(head_dim)``; ``values`` is
-    ``(capacity, B, C, H, W)`` in the feature dtype. A block writes its slot
-    once; later writes go to later slots, which earlier blocks never read, so
-    the buffers are written through ``.data`` (autograd's version check
-    would flag the later writes). The capacity is the number of retrievals
-    the stage had last time (held by the first retrieving block); when a
-    stage has more, the buffers double, and the smaller ones stay alive until
-    the backward pass: the first forward pass of a model (and the first after
-    a retrieval of the stage is switched back on) keeps more memory than the
-    next ones.
-    """
-
-    def __init__(self, owner: nn.Module, key: Tensor, value: Tensor):
-        self.owner = owner
-        capacity = max(getattr(owner, '_stage_capacity', 0), 1)
-        batch, heads, head_dim = key.shape
-        self.keys = key.new_empty(batch, heads, capacity, head_dim)
-        self.values = value.new_empty((capacity, ) + value.shape)
-        self.count = 0
-        self.grad_keys: Optional[Tensor] = None
-        self.grad_values: Optional[Tensor] = None
-
-    def append(self, key: Tensor, value: Tensor, scale: float) -> int:
-        slot = self.count
-        if slot == self.values.shape[0]:
-            self._grow()
-        torch.mul(key, scale, out=self.keys.data[:, :, slot])
-        self.values.data[slot].copy_(value)
-        self.count += 1
-        self.owner._stage_capacity = self.count
-        return slot
-
-    def _grow(self) -> None:
-        old_keys, old_values = self.keys, self.values
-        capacity = 2 * old_values.shape[0]
-        self.keys = old_keys.new_empty(
-            old_keys.shape[:2] + (capacity, old_keys.shape[-1]))
-        self.values = old_values.new_empty(
-            (capacity, ) + old_values.shape[1:])
-        self.keys.data[:, :, :self.count].copy_(old_keys)
-        self.values.data[:self.count].copy_(old_values)
+_said: Set[str] = set()
 
 
-class _BaseRetrieval(torch.autograd.Function):
-    """MRLA-B's retrieval of one block: appends its key and value to the
-    stage's :class:`_StageMemory` and returns ``o = sum_i softmax_i v^i``
-    (one batched matrix product) and the (non-differentiable) softmax.
-
-    Backward: later blocks run their backward first (their inputs depend on
-    this block's output), and each adds its gradients for every earlier key
-    and value into the stage's gradient buffers in one kernel; when this
-    block's turn comes its slot holds the full gradient of its key and value.
-    """
-
-    @staticmethod
-    def forward(ctx, qk, value, memory: _StageMemory, num_heads: int,
-                scale: float):
-        ctx.set_materialize_grads(False)
-        batch, channels, height, width = value.shape
-        q, k = qk.view(batch, 2, num_heads, -1).unbind(1)
-        slot = memory.append(k, value, scale)
-        count = slot + 1
-        keys = memory.keys[:, :, :count]  # (B, heads, l, head_dim)
-        attention = torch.softmax((keys * q.unsqueeze(2)).sum(-1), dim=-1)
-        # (B * C, 1, l): each head's weights for its channels, feature dtype.
-        weights = attention.unsqueeze(2).expand(
-            -1, -1, channels // num_heads, -1).to(value.dtype).reshape(
-                batch * channels, 1, count)
-        values = memory.values[:count].view(count, batch * channels, -1)
-        out = torch.bmm(weights, values.transpose(0, 1))
-        # ``values`` and ``keys`` are saved to be counted (and kept alive)
-        # like any saved tensor; the backward reads the stage's current
-        # buffers, which hold the same data.
-        ctx.save_for_backward(q, attention, weights, values, keys)
-        ctx.memory, ctx.slot, ctx.scale = memory, slot, scale
-        ctx.mark_non_differentiable(attention)
-        return out.view(batch, channels, height, width), attention
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, _):
-        memory, slot, scale = ctx.memory, ctx.slot, ctx.scale
-        if grad_out is None:
-            grad_out = torch.zeros_like(memory.values[slot])
-        q, attention, weights, _, _ = ctx.saved_tensors
-        count = slot + 1
-        batch, channels, height, width = grad_out.shape
-        heads = q.shape[1]
-        if memory.grad_values is None:  # the stage's last block comes first
-            memory.grad_keys = torch.zeros_like(memory.keys)
-            memory.grad_values = torch.zeros_like(memory.values)
-        keys = memory.keys[:, :, :count]
-        values = memory.values[:count].view(count, batch * channels, -1)
-        grad = grad_out.to(values.dtype).reshape(batch * channels, 1, -1)
-        grad_weights = torch.bmm(grad, values.permute(1, 2, 0))
-        grad_attention = grad_weights.view(
-            batch, heads, channels // heads, count).sum(
-                2, dtype=attention.dtype)
-        grad_scores = aten._softmax_backward_data(
-            grad_attention, attention, -1, attention.dtype)
-        # An outer product, added in place (a broadcast multiply-add runs
-        # faster here than a batched matrix product on strided slots).
-        memory.grad_values[:count].view(count, batch * channels, -1).addcmul_(
-            weights.permute(2, 0, 1), grad.transpose(0, 1))
-        memory.grad_keys[:, :, :count].addcmul_(
-            grad_scores.unsqueeze(-1), q.unsqueeze(2), value=scale)
-        grad_q = (grad_scores.unsqueeze(-1) * keys).sum(2)
-        grad_qk = torch.stack((grad_q, memory.grad_keys[:, :, slot]), 1)
-        grad_value = memory.grad_values[slot]
-        if slot == 0:  # the stage's backward is done
-            memory.grad_keys = memory.grad_values = None
-        return grad_qk.view(batch, 2, channels), grad_value, None, None, None
+def _say_once(message: str) -> None:
+    """Log ``message`` once per process (in the training log, under a
+    Runner)."""
+    if message not in _said:
+        _said.add(message)
+        print_log(message, logger='current')
 
 
-class _ReluResidual(torch.autograd.Function):
-    """``x + relu(y)``, keeping a boolean mask for the backward pass instead
-    of the ReLU's output (a quarter of its memory in float32)."""
-
-    @staticmethod
-    def forward(ctx, x, y):
-        ctx.set_materialize_grads(False)
-        mask = y > 0
-        ctx.save_for_backward(mask)
-        return torch.addcmul(x, y, mask)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (mask, ) = ctx.saved_tensors
-        return grad, None if grad is None else grad * mask
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def _hooked(module: nn.Module) -> bool:
+def _has_module_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks
-                or module._backward_hooks or module._backward_pre_hooks
-                or _module._global_forward_hooks
-                or _module._global_forward_pre_hooks
-                or _module._global_backward_hooks
-                or _module._global_backward_pre_hooks)
+                or module._backward_hooks or module._backward_pre_hooks)
 
 
 class _LayerAttention(nn.Module):
     """What MRLA-L and MRLA-B share: the query/key/value projections, the
-    output norm, the retrieval mask and attention recording.
+    output norm, the retrieval mask, attention recording, and choosing the
+    implementation.
 
     Args:
         channels (int): Channels ``C`` of the block output.
@@ -433,6 +144,7 @@ class _LayerAttention(nn.Module):
             of a sample in training (stochastic depth, as the published MRLA
             ImageNet recipe). Default: 0 (off, as in the ELA paper).
     """
+    name = ''  # 'MRLA-L' or 'MRLA-B', for the log
 
     def __init__(self, channels: int, head_dim: int = 32,
                  norm_cfg: Optional[dict] = None,
@@ -480,6 +192,66 @@ class _LayerAttention(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._retrieval_on = bool(self.retrieval_mask)
 
+    # ------------------------------------------------------ implementation
+    def implementation(self, device_type: str) -> str:
+        """The implementation this module runs on ``device_type`` outside
+        tracing (:mod:`.implementation`)."""
+        impl = layer_attention_impl(device_type)
+        if impl == 'fused' and self._fused_skips_hooks():
+            return 'reference'
+        return impl
+
+    def _fused_skips_hooks(self) -> bool:
+        """Whether a module hook would not fire under ``'fused'``."""
+        return False
+
+    def _choose(self, device_type: str, memory: StageMemory) -> str:
+        impl = self.implementation(device_type)
+        if impl != layer_attention_impl(device_type):
+            _say_once(
+                f'layer attention: a module hook on a query/key conv, value '
+                f"conv or norm of {self.name} needs the 'reference' "
+                f"implementation (the 'fused' one uses those modules' "
+                f'weights without calling them); modules with such hooks '
+                f"run 'reference'")
+        return impl
+
+    def forward(self, x: Tensor, identity: Tensor,
+                memory: Optional[StageMemory] = None) -> Tensor:
+        """The block output with this block's retrieval (``x`` when it is
+        pruned). ``identity`` is the block's (projected) input; ``memory``
+        is the stage's (None for a module used on its own)."""
+        if not self._retrieval_on:
+            return x
+        if memory is None:
+            memory = StageMemory()
+        if _tracing():  # a graph of stock operators, and no logging
+            impl = 'reference'
+        else:
+            impl = self._choose(x.device.type, memory)
+            _say_once(f'layer attention: {self.name} runs the {impl!r} '
+                      f'implementation on {x.device.type} (setting '
+                      f'{layer_attention_setting()!r}, see MMELA_LA_IMPL)')
+        if impl == 'fused':
+            out, attention = self.forward_fused(x, identity, memory)
+        else:
+            out, attention = self.forward_reference(x, identity, memory)
+        if self.recording:
+            self._record(attention.detach())
+        return out
+
+    def forward_reference(self, x: Tensor, identity: Tensor,
+                          memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward_fused(self, x: Tensor, identity: Tensor,
+                      memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _record(self, attention: Tensor) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ helpers
     def query_key(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """``q, k`` of shape ``(B, heads, head_dim)`` from ``GAP(x)``, in
         float32 at least (they only feed the attention scores)."""
@@ -489,14 +261,7 @@ class _LayerAttention(nn.Module):
     def _qk(self, x: Tensor) -> Tensor:
         """``(B, 2, C)``: query and key maps in float32 at least."""
         qk = self.qk(x.mean(dim=(2, 3)).unsqueeze(1))
-        return qk.to(_score_dtype(qk.dtype))
-
-    def _fused(self) -> bool:
-        """Whether the hand-written autograd functions may run: not while
-        compiling, and not when a hook watches the query/key or value conv
-        (the functions call the convs' weights, not the modules)."""
-        return not (torch.compiler.is_compiling() or _hooked(self.qk)
-                    or _hooked(self.value))
+        return qk.to(score_dtype(qk.dtype))
 
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, heads={self.num_heads}, '
@@ -516,6 +281,7 @@ class LightLayerAttention(_LayerAttention):
     in log space so a saturated gate gives a finite value) and ``decay``
     (``|lambda|`` per channel).
     """
+    name = 'MRLA-L'
 
     def __init__(self, channels: int, head_dim: int = 32,
                  norm_cfg: Optional[dict] = None,
@@ -523,77 +289,62 @@ class LightLayerAttention(_LayerAttention):
         super().__init__(channels, head_dim, norm_cfg, drop_path_rate)
         self.lambda_ = nn.Parameter(torch.randn(channels, 1, 1))
         # Mean 0 and variance 1 per channel, for the backward pass of the
-        # lambda term (see _LightAttention); not part of checkpoints.
+        # lambda term in the fused function; not part of checkpoints.
         self.register_buffer(
             '_unit_stats',
             torch.stack((torch.zeros(channels), torch.ones(channels))),
             persistent=False)
-        # Set by the backbone, whose stages advance the norms' batch
-        # counters together (one kernel per stage instead of one per block).
-        self.defer_batch_count = False
 
-    def forward(self, x: Tensor, identity: Tensor,
-                memory: Optional[list] = None) -> Tensor:
-        """``x + drop_path(norm(o))``. ``memory`` (MRLA-B's keys and values)
-        is not needed by the recurrence, which needs only this block's
-        input; with ``defer_batch_count`` set, the norm's batch counter is
-        appended to it for the stage to advance (:func:`advance_batch_counts`).
-        """
-        if not self._retrieval_on:
-            return x
-        norm = self.norm
-        fused = self._fused()
-        if not (fused and self._fused_norm()):
-            if fused:
-                retrieved, scores = _LightAttention.apply(
-                    x, identity, self.qk.weight, self.value.weight,
-                    self.lambda_, None, None, None, None, self._unit_stats,
-                    False, False, 0., 0., self.num_heads, self.scale)
-            else:
-                retrieved, scores = self._retrieve(x, identity)
-            out = x + self.drop_path(norm(retrieved))
-        else:
-            if norm.training:  # stock batch norm's check
-                F._verify_batch_size(x.size())
-            out, scores = _LightAttention.apply(
-                x, identity, self.qk.weight, self.value.weight, self.lambda_,
-                norm.weight, norm.bias, norm.running_mean, norm.running_var,
-                self._unit_stats, True, norm.training, norm.momentum,
-                norm.eps, self.num_heads, self.scale)
-            if norm.training:
-                if self.defer_batch_count and memory is not None:
-                    memory.append(_BatchCount(norm.num_batches_tracked))
-                else:
-                    norm.num_batches_tracked.add_(1)
-        if self.recording:
-            self._record(scores.detach())
-        return out
-
-    def _fused_norm(self) -> bool:
-        """Whether the norm and the residual can run inside
-        :class:`_LightAttention`: a plain ``nn.BatchNorm2d`` with affine
-        weights, running statistics and a momentum (the default
-        ``norm_cfg``), no hooks, no DropPath. Other norms (SyncBN, GN, ...)
-        run as their modules after it."""
-        norm = self.norm
-        return (type(norm) is nn.BatchNorm2d and norm.affine
-                and norm.track_running_stats and norm.momentum is not None
-                and isinstance(self.drop_path, nn.Identity)
-                and not _hooked(norm))
-
-    def _retrieve(self, x: Tensor, identity: Tensor) -> Tuple[Tensor, Tensor]:
-        """The retrieval in plain autograd operators."""
+    def forward_reference(self, x: Tensor, identity: Tensor,
+                          memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        """Stock operators: the shared depthwise value conv (cuDNN on a
+        GPU), the gate applied afterwards, the lambda term, the norm module
+        and the residual. Returns the block output and the scores."""
         q, k = self.query_key(x)
         scores = (q * k).sum(-1) * self.scale  # (B, heads)
         gate = torch.sigmoid(scores).to(x.dtype)[:, :, None, None, None]
         lam = self.lambda_.to(identity.dtype)
-        out = torch.addcmul(
+        o = torch.addcmul(
             (identity * lam).unflatten(1, (self.num_heads, -1)),
             self.value(x).unflatten(1, (self.num_heads, -1)), gate)
-        return out.flatten(1, 2), scores
+        return x + self.drop_path(self.norm(o.flatten(1, 2))), scores
+
+    def forward_fused(self, x: Tensor, identity: Tensor,
+                      memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        """:class:`~mmela.models.ops.LightAttentionFunction`, with the norm
+        and the residual inside for a plain ``nn.BatchNorm2d`` (the
+        default); other norms and DropPath run as modules after it."""
+        norm = self.norm
+        if not self._norm_fusable():
+            o, scores = LightAttentionFunction.apply(
+                x, identity, self.qk.weight, self.value.weight, self.lambda_,
+                None, None, None, None, self._unit_stats, False, False, 0.,
+                0., self.num_heads, self.scale)
+            return x + self.drop_path(norm(o)), scores
+        if norm.training:  # stock batch norm's check
+            F._verify_batch_size(x.size())
+        out, scores = LightAttentionFunction.apply(
+            x, identity, self.qk.weight, self.value.weight, self.lambda_,
+            norm.weight, norm.bias, norm.running_mean, norm.running_var,
+            self._unit_stats, True, norm.training, norm.momentum, norm.eps,
+            self.num_heads, self.scale)
+        if norm.training:
+            memory.count_batch(norm.num_batches_tracked)
+        return out, scores
+
+    def _norm_fusable(self) -> bool:
+        """A plain ``nn.BatchNorm2d`` with affine weights, running
+        statistics and a momentum, and no DropPath."""
+        norm = self.norm
+        return (type(norm) is nn.BatchNorm2d and norm.affine
+                and norm.track_running_stats and norm.momentum is not None
+                and isinstance(self.drop_path, nn.Identity))
+
+    def _fused_skips_hooks(self) -> bool:
+        return any(map(_has_module_hooks, (self.qk, self.value, self.norm)))
 
     def _record(self, scores: Tensor) -> None:
-        scores = scores.to(_score_dtype(scores.dtype))
+        scores = scores.to(score_dtype(scores.dtype))
         self.record = dict(
             gate=torch.sigmoid(scores).mean(0),
             log_gate=torch.logsumexp(F.logsigmoid(scores), dim=0) -
@@ -607,52 +358,63 @@ class BaseLayerAttention(_LayerAttention):
     norm is the published MRLA-B's (``resnet_mrla_base.py`` of the official
     MRLA code), which MRLA-L does not have.
 
-    ``memory`` is the stage's list with one entry per earlier retrieving
-    block; this block appends its own. A pruned block appends nothing, so
-    later blocks never see it (it is dropped, not zero-filled). The keys and
-    values themselves live in one :class:`_StageMemory` per stage and
-    forward pass, which the first retrieving block creates.
+    Each retrieving block adds its key and value to the stage's
+    :class:`StageMemory`; a pruned block adds nothing, so later blocks never
+    see it (it is dropped, not zero-filled). Both implementations run their
+    convs and norm as modules, so hooks on them fire either way.
     """
+    name = 'MRLA-B'
 
-    def forward(self, x: Tensor, identity: Tensor,
-                memory: List) -> Tensor:
-        if not self._retrieval_on:
-            return x
-        qk = self._qk(x)
-        value = self.value(x)
-        # The convs ran as modules above, so hooks do not matter here.
-        if not torch.compiler.is_compiling():
-            stage = memory[0] if memory else _StageMemory(
-                self, qk[:, 1].unflatten(1, (self.num_heads, -1)), value)
-            out, attention = _BaseRetrieval.apply(
-                qk, value, stage, self.num_heads, self.scale)
-            memory.append(stage)
-        else:
-            out, attention = self._retrieve(qk, value, memory)
-        if self.recording:
-            self.record = dict(distribution=base_attention_distribution(
-                attention.detach().float()))
-        out = self.norm(out)
-        if isinstance(self.drop_path, nn.Identity) and \
-                not torch.compiler.is_compiling():
-            return _ReluResidual.apply(x, out)
-        return x + self.drop_path(F.relu(out))
+    def _choose(self, device_type: str, memory: StageMemory) -> str:
+        impl = super()._choose(device_type, memory)
+        if impl == 'fused' and memory.keys_values:
+            # Earlier blocks of this stage ran traced (a graph break under
+            # torch.compile): continue with their keys and values.
+            return 'reference'
+        return impl
 
-    def _retrieve(self, qk: Tensor, value: Tensor,
-                  memory: List) -> Tuple[Tensor, Tensor]:
-        """The retrieval in plain autograd operators; ``memory`` holds
-        ``(key, value)`` pairs."""
-        q, k = qk.unflatten(2, (self.num_heads, self.head_dim)).unbind(1)
-        memory.append((k, value))
-        keys = torch.stack([key for key, _ in memory], dim=2)  # (B,h,l,d)
+    def forward_reference(self, x: Tensor, identity: Tensor,
+                          memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        """Stock operators: keys stacked along a layer axis, a softmax over
+        them, and the values summed with their weights. Returns the block
+        output and the attention ``(B, heads, l)``."""
+        if memory.kv_buffer is not None:
+            raise RuntimeError(
+                'MRLA-B: the implementation of layer attention changed '
+                'within a stage; set it before the forward pass')
+        q, k = self.query_key(x)
+        memory.keys_values.append((k, self.value(x)))
+        keys = torch.stack([key for key, _ in memory.keys_values], dim=2)
         # A product and a sum rather than a matmul, which autocast would
         # run in half precision.
         attention = torch.softmax(
             (keys * q.unsqueeze(2)).sum(-1) * self.scale, dim=-1)
-        weights = attention.to(value.dtype)[:, :, None, None, None]
+        weights = attention.to(x.dtype)[:, :, None, None, None]
         out = weighted_sum([v.unflatten(1, (self.num_heads, -1))
-                            for _, v in memory], weights.unbind(-1))
-        return out.flatten(1, 2), attention
+                            for _, v in memory.keys_values],
+                           weights.unbind(-1)).flatten(1, 2)
+        return x + self.drop_path(F.relu(self.norm(out))), attention
+
+    def forward_fused(self, x: Tensor, identity: Tensor,
+                      memory: StageMemory) -> Tuple[Tensor, Tensor]:
+        """:class:`~mmela.models.ops.BaseRetrievalFunction` over the stage's
+        :class:`~mmela.models.ops.KeyValueBuffer`; the ReLU keeps a boolean
+        mask for the backward pass, not its output."""
+        qk = self._qk(x)
+        value = self.value(x)
+        if memory.kv_buffer is None:
+            memory.kv_buffer = KeyValueBuffer(
+                self, qk[:, 1].unflatten(1, (self.num_heads, -1)), value)
+        out, attention = BaseRetrievalFunction.apply(
+            qk, value, memory.kv_buffer, self.num_heads, self.scale)
+        out = self.norm(out)
+        if isinstance(self.drop_path, nn.Identity):
+            return ReluResidualFunction.apply(x, out), attention
+        return x + self.drop_path(F.relu(out)), attention
+
+    def _record(self, attention: Tensor) -> None:
+        self.record = dict(
+            distribution=base_attention_distribution(attention.float()))
 
 
 def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
@@ -662,23 +424,6 @@ def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
     for value, weight in zip(values[1:], weights[1:]):
         out = torch.addcmul(out, value, weight)
     return out
-
-
-class _BatchCount(NamedTuple):
-    """A batch norm's counter that a stage advances (see
-    :func:`advance_batch_counts`)."""
-    counter: Tensor
-
-
-def advance_batch_counts(memory: list) -> None:
-    """Advance, in one kernel, the batch counters that MRLA-L modules with
-    ``defer_batch_count`` left in a stage's ``memory`` (what each
-    ``nn.BatchNorm2d`` does for itself in training; with a momentum the
-    counter does not enter the forward pass)."""
-    counters = [entry.counter for entry in memory
-                if isinstance(entry, _BatchCount)]
-    if counters:
-        torch._foreach_add_(counters, 1)
 
 
 def check_layer_attention(kind: Optional[str]) -> None:
