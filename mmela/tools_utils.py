@@ -72,13 +72,15 @@ def user_errors() -> Iterator[None]:
         _print_errors(getattr(e, 'errors', [e]))
         sys.exit(2)
     except ELAPruningError as e:
-        _print_errors([e])
+        # Every rank stops with this line (the hook decides on all ranks
+        # together); each rank's log says why it stopped.
+        _print_errors([e], every_rank=True)
         sys.exit(1)
 
 
-def _print_errors(errors) -> None:
+def _print_errors(errors, every_rank: bool = False) -> None:
     # Under torchrun every rank fails the same way: say it once.
-    if os.environ.get('RANK', '0') == '0':
+    if every_rank or os.environ.get('RANK', '0') == '0':
         for error in errors:
             message = ' '.join(str(error).split())
             print(f'error: {message}', file=sys.stderr)

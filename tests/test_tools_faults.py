@@ -251,3 +251,53 @@ def test_a_diverged_training_run_ends_with_one_error_line(tmp_path):
     assert len(errors) == 1, result.stderr[-3000:]
     assert errors[0].startswith('error: ELAPruningHook: ') and \
         'diverged' in errors[0], errors
+
+
+@pytest.mark.slow
+def test_a_loss_diverging_on_one_rank_stops_every_rank(tmp_path):
+    """Two gloo ranks started without torchrun (whose agent would end the
+    other rank itself), rank 1's loss NaN: both stop within seconds, each
+    with one error line, instead of rank 0 waiting for rank 1 in the next
+    collective."""
+    import subprocess
+    import sys
+    import time
+
+    from toy_runner import free_port
+    config = tiny_classification(tmp_path)
+    with open(config, 'a') as f:
+        f.write("model = dict(type='NaNOnRankClassifier', nan_rank=1)\n"
+                "custom_imports = dict(imports=['mmela', 'nan_on_rank'], "
+                "allow_failed_imports=False)\n")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS='1', WORLD_SIZE='2',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()),
+               PYTHONPATH=here + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'tools', 'train.py'), str(config),
+         '--work-dir', str(tmp_path / 'w'), '--launcher', 'pytorch'],
+        env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    ended = {}
+    deadline = time.monotonic() + 600
+    while len(ended) < 2 and time.monotonic() < deadline:
+        for rank, proc in enumerate(procs):
+            if rank not in ended and proc.poll() is not None:
+                ended[rank] = time.monotonic()
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = [proc.communicate()[1] for proc in procs]
+    assert len(ended) == 2, stderr[0][-2000:]
+    assert abs(ended[0] - ended[1]) < 30, stderr
+    for rank, proc in enumerate(procs):
+        assert proc.returncode != 0, stderr[rank][-2000:]
+        errors = [line for line in stderr[rank].splitlines()
+                  if line.startswith('error:')]
+        assert len(errors) == 1, stderr[rank][-3000:]
+        assert 'diverged' in errors[0] and 'not finite on rank 1 of 2' in \
+            errors[0], errors
+    assert stderr[0].count('error:') == stderr[1].count('error:') == 1
+

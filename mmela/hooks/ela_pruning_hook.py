@@ -196,7 +196,7 @@ class ELAPruningHook(Hook):
         except ValueError as e:
             raise ValueError(f'ELAPruningHook {e}') from None
         backbone = self._backbone(runner)
-        runner.logger.info(self._schedule_summary(backbone))
+        runner.logger.info(self._schedule_summary(runner, backbone))
         if self._resumed_from is not None and not any(
                 isinstance(h, ExactResumeHook) for h in runner.hooks):
             runner.logger.warning(
@@ -206,7 +206,15 @@ class ELAPruningHook(Hook):
                 "add dict(type='ExactResumeHook') to custom_hooks for "
                 'exact resumes')
 
-    def _schedule_summary(self, backbone) -> str:
+    @staticmethod
+    def _implementation(runner, backbone) -> str:
+        """The implementation of layer attention that training runs (see
+        :mod:`mmela.models.implementation`)."""
+        if runner.cfg.get('compile'):
+            return 'reference (compiled)'
+        return backbone.layer_attention_impl()
+
+    def _schedule_summary(self, runner, backbone) -> str:
         params = ''.join(f', {k}={v}' for k, v in self.params.items())
         counts = backbone.num_retrievals()
         per_stage = ', '.join(
@@ -214,7 +222,9 @@ class ELAPruningHook(Hook):
             for name, m in zip(backbone.res_layers, backbone.get_masks()))
         line = (f'ELAPruningHook: windows (epochs) {format_windows(self.windows)}'
                 f'; method={self.method}, tau={self.tau}{params}; retrievals '
-                f"on: {counts['on']} of {counts['total']} ({per_stage})")
+                f"on: {counts['on']} of {counts['total']} ({per_stage}); "
+                f'layer attention implementation: '
+                f'{self._implementation(runner, backbone)}')
         if self._resumed_from is not None:
             line += (f'; resumed after epoch {self._resumed_from} with '
                      f'{len(self._reports)} window(s) done')
@@ -295,23 +305,39 @@ class ELAPruningHook(Hook):
     def _check_loss(self, runner, batch_idx: int, outputs) -> None:
         """Stop with one line if the loss is not finite because training
         diverged. A non-finite loss with finite weights (e.g. a step AMP's
-        loss scaler skipped) is not divergence: the measurement goes on."""
+        loss scaler skipped) is not divergence: the measurement goes on.
+
+        Decided by all ranks together (one small all_reduce), so that a
+        loss that diverges on one rank stops every rank with the same line
+        instead of leaving the others waiting in the next collective."""
         loss = outputs.get('loss') if isinstance(outputs, dict) else None
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
-        if loss is None or math.isfinite(float(loss)):
+        loss_bad = loss is not None and not math.isfinite(float(loss))
+        weights_bad = loss_bad and not self._weights_finite(runner)
+        world, rank = get_world_size(), get_rank()
+        # Per rank: its loss is not finite; last: the weights are not.
+        flags = torch.zeros(world + 1, dtype=torch.float64)
+        flags[rank], flags[world] = float(loss_bad), float(weights_bad)
+        all_reduce(flags, op='sum')
+        if not flags[world]:
             return
-        params = [p.detach() for p in runner.model.parameters()]
-        if params and bool(torch.stack(
-                [torch.isfinite(p).all() for p in params]).all()):
-            return
+        ranks = [r for r in range(world) if flags[r]]
+        where = f'is {float(loss)}' if world == 1 else \
+            f'is not finite on rank {", ".join(map(str, ranks))} of {world}'
         raise ELAPruningError(
-            f'ELAPruningHook: the training loss diverged: loss is '
-            f'{float(loss)} at {self._where(runner, batch_idx)} and the '
-            f"model's weights are no longer finite, so window "
+            f'ELAPruningHook: the training loss diverged: loss {where} '
+            f'at {self._where(runner, batch_idx)} and the model\'s weights '
+            f'are no longer finite, so window '
             f'{format_windows([self._window])} cannot be measured; lower the '
             f'learning rate or clip gradients (optim_wrapper=dict(clip_grad='
             f'dict(max_norm=...)))')
+
+    @staticmethod
+    def _weights_finite(runner) -> bool:
+        params = [p.detach() for p in runner.model.parameters()]
+        return not params or bool(torch.stack(
+            [torch.isfinite(p).all() for p in params]).all())
 
     def after_train_epoch(self, runner) -> None:
         epoch = runner.epoch + 1
@@ -350,6 +376,8 @@ class ELAPruningHook(Hook):
                 f'attention distribution was not finite in all {iterations} '
                 f'iterations, so its retrieval cannot be decided; check the '
                 f'training log for a non-finite loss, or move the window')
+        # What ran in the window, before its masks change.
+        impl = self._implementation(runner, backbone)
         mean_kl = kl_sum / used
         keep = keep_mask(mean_kl, self.method, self.tau, **self.params)
         mapped = mapped_divergences(mean_kl, self.method, **self.params)
@@ -372,7 +400,8 @@ class ELAPruningHook(Hook):
                    for (s, a, b), kl, m, k, n in zip(self._pairs, mean_kl,
                                                       mapped, keep, skipped)],
             retrievals_on=counts['on'], retrievals_total=counts['total'],
-            masks=[m.int().tolist() for m in backbone.get_masks()])
+            masks=[m.int().tolist() for m in backbone.get_masks()],
+            layer_attention_impl=impl)
         self._reports.append(report)
         runner.logger.info(format_report(report))
         if is_main_process():
