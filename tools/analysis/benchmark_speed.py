@@ -76,11 +76,11 @@ Examples::
         --steps 5 --warmup 2 --out-dir docs/benchmarks/cpu
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
 import os.path as osp
-import platform
 import sys
 import tempfile
 import time
@@ -98,12 +98,17 @@ from torch import Tensor, nn
 
 from mmela.hooks import ELAPruningHook
 from mmela.hooks.ela_pruning_hook import REPORT_FILE
-from mmela.models import ELAResNetCIFAR
+from mmela.models import (ELAResNetCIFAR, layer_attention_impl,
+                          set_layer_attention_impl)
 from mmela.testing import QuadrantImages, ToyELAClassifier
 from mmela.utils.op_count import KernelOpCounter
+from mmela.utils.provenance import environment as provenance
 
 SUITES = ('cifar', 'r50-224', 'r50-800', 'faster-rcnn')
 METHODS = ('resnet', 'mrla-b', 'mrla-l', 'ela', 'ela-pruned')
+IMPLS = ('fused', 'reference')
+# Methods whose layer attention runs (the others time no implementation).
+WITH_RETRIEVALS = ('mrla-b', 'mrla-l', 'ela')
 
 # Per suite: default batch and image size, classes of the head (None: a
 # backbone or detector loss), and the paper's EBQM settings for the hook run
@@ -289,8 +294,10 @@ def _train_probe(backbone_cfg: dict, image_size: Sequence[int],
             sampler=dict(type='DefaultSampler', shuffle=True),
             batch_size=batch_size, num_workers=0,
             collate_fn=dict(type='default_collate')),
+        # Clipped: a few steps at this rate can diverge on ResNet-50.
         optim_wrapper=dict(
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9),
+            clip_grad=dict(max_norm=10.0)),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(checkpoint=None,
                            logger=dict(type='LoggerHook', interval=10**9)),
@@ -329,6 +336,7 @@ def load_report(path: str) -> dict:
 class Variant:
     """One method of one workload, ready to train."""
     method: str
+    impl: Optional[str]  # of layer attention; None where none runs
     label: str
     model: nn.Module  # eager; its backbone may be replaced by a compiled one
     optimizer: torch.optim.Optimizer
@@ -340,24 +348,42 @@ class Variant:
     step_ops: Optional[int] = None
 
 
-def method_label(method: str, retrievals: Optional[Tuple[int, int]]) -> str:
+def method_label(method: str, retrievals: Optional[Tuple[int, int]],
+                 impl: Optional[str] = None) -> str:
+    suffix = f' [{impl}]' if impl else ''
     if method == 'resnet':
         return 'ResNet'
     if method == 'mrla-b':
-        return 'MRLA-B'
+        return 'MRLA-B' + suffix
     on, total = retrievals
     if method == 'mrla-l':
-        return f'MRLA-L (= ELA, all {total}/{total} kept)'
+        return f'MRLA-L (= ELA, all {total}/{total} kept){suffix}'
     if method == 'ela':
-        return f'ELA (hook masks, {on}/{total} kept)'
+        return f'ELA (hook masks, {on}/{total} kept){suffix}'
     return f'ELA (all pruned, 0/{total} kept)'
+
+
+@contextlib.contextmanager
+def implementation(impl: Optional[str]):
+    """Run the body with layer attention's implementation set to ``impl``
+    (unchanged for None)."""
+    if impl is None:
+        yield
+        return
+    previous = set_layer_attention_impl(impl)
+    try:
+        yield
+    finally:
+        set_layer_attention_impl(previous)
 
 
 def build_variant(workload: Workload, method: str, masks, device: str,
                   amp: str, channels_last: bool, compile: bool,
-                  compile_mode: Optional[str] = None) -> Variant:
+                  compile_mode: Optional[str] = None,
+                  impl: Optional[str] = None) -> Variant:
     """Build ``method``'s model of ``workload`` on ``device``, with
-    ``masks`` for 'ela', and its optimizer."""
+    ``masks`` for 'ela', and its optimizer; its steps run layer attention's
+    ``impl`` (compiled: the traced 'reference')."""
     kind = {'resnet': None, 'mrla-b': 'base'}.get(method, 'light')
     torch.manual_seed(0)  # the same weights for the parts methods share
     model = workload.build(kind)
@@ -375,8 +401,8 @@ def build_variant(workload: Workload, method: str, masks, device: str,
         [p for p in model.parameters() if p.requires_grad],
         lr=1e-3, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device) if amp == 'fp16' else None
-    variant = Variant(method, method_label(method, retrievals), model,
-                      optimizer, scaler, retrievals)
+    variant = Variant(method, impl, method_label(method, retrievals, impl),
+                      model, optimizer, scaler, retrievals)
     if compile:
         model.backbone = torch.compile(backbone, mode=compile_mode)
     return variant
@@ -395,7 +421,7 @@ def autocast(device: str, amp: str):
 def train_step(variant: Variant, batch: tuple, device: str, amp: str) -> None:
     """One training step: forward, backward and optimizer step."""
     variant.optimizer.zero_grad(set_to_none=True)
-    with autocast(device, amp):
+    with implementation(variant.impl), autocast(device, amp):
         loss = variant.model(*batch)
     if variant.scaler is None:
         loss.backward()
@@ -458,10 +484,11 @@ def saved_activation_bytes(variant: Variant, batch: tuple, device: str,
     try:
         # One forward first: MRLA-B sizes its stage buffers from the
         # previous forward pass (the first one grows them).
-        with torch.no_grad(), autocast(device, amp):
+        with torch.no_grad(), implementation(variant.impl), \
+                autocast(device, amp):
             model(*batch)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with autocast(device, amp):
+            with implementation(variant.impl), autocast(device, amp):
                 model(*batch)
     finally:
         model.backbone = backbone
@@ -480,7 +507,7 @@ def step_op_count(variant: Variant, batch: tuple, device: str,
     small = tuple(item[:samples] if isinstance(item, (Tensor, list))
                   else item for item in batch)
     group = variant.optimizer.param_groups[0]
-    counted = Variant(variant.method, variant.label, model,
+    counted = Variant(variant.method, variant.impl, variant.label, model,
                       torch.optim.SGD(
                           [p for p in model.parameters() if p.requires_grad],
                           lr=group['lr'], momentum=group['momentum'],
@@ -497,13 +524,18 @@ def step_op_count(variant: Variant, batch: tuple, device: str,
 
 # ----------------------------------------------------------- statistics
 def summarize(variants: List[Variant]) -> List[dict]:
-    """Median, IQR and paired ratios of every variant."""
-    by_method = {v.method: v for v in variants}
+    """Median, IQR and paired ratios of every variant; a layer-attention
+    row is compared with MRLA-B of its own implementation."""
+    by_method = {}
+    for variant in variants:
+        by_method.setdefault(variant.method, variant)
+        by_method[variant.method, variant.impl] = variant
     rows = []
     for variant in variants:
         times = np.array(variant.times)
         q25, q50, q75 = np.percentile(times, [25, 50, 75])
-        row = dict(method=variant.method, label=variant.label,
+        row = dict(method=variant.method, impl=variant.impl,
+                   label=variant.label,
                    retrievals_on=None, retrievals_total=None,
                    median_ms=q50 * 1e3, iqr_ms=(q75 - q25) * 1e3,
                    q25_ms=q25 * 1e3, q75_ms=q75 * 1e3,
@@ -517,9 +549,9 @@ def summarize(variants: List[Variant]) -> List[dict]:
             row['retrievals_on'], row['retrievals_total'] = \
                 variant.retrievals
         for ref in ('resnet', 'mrla-b'):
-            row[f'vs_{ref}'] = float(np.median(
-                times / np.array(by_method[ref].times))) \
-                if ref in by_method else None
+            other = by_method.get((ref, variant.impl), by_method.get(ref))
+            row[f'vs_{ref}'] = None if other is None else float(np.median(
+                times / np.array(other.times)))
         reference = by_method.get('resnet')
         row['step_ops_vs_resnet'] = variant.step_ops / reference.step_ops \
             if reference and reference.step_ops and variant.step_ops \
@@ -608,7 +640,12 @@ def format_markdown(result: dict) -> str:
         '# Training-step benchmark: ResNet, MRLA-B, MRLA-L, ELA', '',
         f"`{settings['command']}`", '',
         f"Device: {env['device_name']} ({env['device']}); torch "
-        f"{env['torch']}; {env['cpu_threads']} of {os.cpu_count()} CPU "
+        f"{env['torch']}"
+        f"{'; CUDA ' + str(env['cuda']) if env.get('cuda') else ''}; "
+        f"commit {env.get('commit') or 'unknown'}"
+        f"{' (with uncommitted changes)' if env.get('dirty') else ''}; "
+        f"layer attention: {', '.join(result['suites'][0].get('impls', []))}"
+        f"; {env['cpu_threads']} of {os.cpu_count()} CPU "
         f"threads; load average "
         f"{env['load_before']} before, {env['load_after']} after. "
         f"AMP: {settings['amp']}; channels-last: "
@@ -701,16 +738,22 @@ def plot(result: dict, path: str) -> None:
     for (ax_time, ax_ratio), suite in zip(axes, suites):
         names = [w['name'] for w in suite['workloads']]
         x = np.arange(len(names))
-        for method in METHODS:
+        keys = dict.fromkeys((r['method'], r.get('impl'))
+                             for w in suite['workloads'] for r in w['rows'])
+        for method, impl in sorted(keys, key=lambda k: (
+                METHODS.index(k[0]), k[1] or '')):
             rows = [r for w in suite['workloads'] for r in w['rows']
-                    if r['method'] == method]
+                    if (r['method'], r.get('impl')) == (method, impl)]
             if len(rows) != len(names):
                 continue
             color, marker, line = PLOT_STYLES[method]
+            if impl == 'reference':
+                line = '--'
             label = rows[-1]['label'] if method in ('resnet', 'mrla-b') \
                 else rows[-1]['label'].split(' (')[0] + {
                     'mrla-l': '', 'ela': ' (hook masks)',
-                    'ela-pruned': ' (all pruned)'}[method]
+                    'ela-pruned': ' (all pruned)'}[method] + (
+                        f' [{impl}]' if impl else '')
             medians = np.array([r['median_ms'] for r in rows])
             quartiles = np.array([[r['median_ms'] - r['q25_ms'],
                                    r['q75_ms'] - r['median_ms']]
@@ -760,6 +803,10 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=5,
                         help='warm-up steps per method (compilation too)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--impls', nargs='+', choices=IMPLS,
+                        help='implementations of layer attention to time, '
+                        'one row each (default: the one MMELA_LA_IMPL '
+                        'picks on the device; compiled: reference)')
     parser.add_argument('--amp', default='none',
                         choices=['none', 'fp16', 'bf16'])
     parser.add_argument('--channels-last', action='store_true')
@@ -780,6 +827,10 @@ def parse_args(argv=None):
                         'run on synthetic images)')
     parser.add_argument('--mask-iters', type=int, default=4,
                         help='iterations of the hook run for the masks')
+    parser.add_argument('--no-op-count', dest='op_count',
+                        action='store_false',
+                        help='skip counting kernel launches (one step per '
+                        'method under a dispatch mode; slow on big models)')
     parser.add_argument('--hook-cost', action='store_true',
                         help='also time epochs inside vs outside a window')
     parser.add_argument('--hook-cost-iters', type=int, default=8)
@@ -810,6 +861,10 @@ def run_suite(suite: str, args) -> dict:
         print(record['skipped'])
         return record
     methods = [m for m in METHODS if m in args.methods]
+    # Compiled, layer attention traces its reference implementation.
+    impls = ['reference'] if args.compile else \
+        args.impls or [layer_attention_impl(args.device)]
+    record['impls'] = impls
     record['workloads'] = []
     for workload in workloads(suite, args.depths, batch_size, image_size):
         print(f'[{suite}] {workload.name}: ', end='', flush=True)
@@ -839,8 +894,9 @@ def run_suite(suite: str, args) -> dict:
         variants = [
             build_variant(workload, method, masks, args.device, args.amp,
                           args.channels_last, args.compile,
-                          args.compile_mode)
+                          args.compile_mode, impl)
             for method in methods
+            for impl in (impls if method in WITH_RETRIEVALS else [None])
         ]
         batch = _to_device(workload.batch, args.device, args.channels_last)
         for variant in variants:
@@ -848,12 +904,13 @@ def run_suite(suite: str, args) -> dict:
                 variant, batch, args.device, args.amp)
         measure_round_robin(variants, batch, args.device, args.amp,
                             args.steps, args.warmup)
-        for variant in variants:
+        for variant in variants if args.op_count else ():
             variant.step_ops = step_op_count(variant, batch, args.device,
                                              args.amp)
         rows = summarize(variants)
-        print(', '.join(f"{r['method']} {r['median_ms']:.0f} ms "
-                        f"{r['step_ops']} ops" for r in rows))
+        print(', '.join(
+            f"{r['method']}{'/' + r['impl'] if r['impl'] else ''} "
+            f"{r['median_ms']:.0f} ms {r['step_ops']} ops" for r in rows))
         record['workloads'].append(dict(
             name=workload.name, rows=rows, mask_source=mask_source
             or 'none (ELA not measured)', masks=masks))
@@ -885,24 +942,7 @@ def _to_device(batch: tuple, device: str, channels_last: bool) -> tuple:
 
 
 def environment(device: str) -> dict:
-    return dict(
-        device=device,
-        device_name=torch.cuda.get_device_name() if device == 'cuda'
-        else _cpu_name(),
-        torch=torch.__version__, python=platform.python_version(),
-        cpu_threads=torch.get_num_threads(),
-        load_before=_load_average())
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return dict(provenance(device), load_before=_load_average())
 
 
 def _load_average() -> str:

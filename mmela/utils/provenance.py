@@ -1,0 +1,65 @@
+"""Where a result came from: the commit, the software and the machine.
+
+Written into every benchmark and experiment JSON, so a figure can be traced
+to the code and the machine that produced it. Outside a git checkout (a copy
+of the working tree on a device machine) the commit comes from the
+environment variables ``MMELA_COMMIT`` and ``MMELA_TREE_DIRTY``, which
+``tools/device_check.sh`` documents how to pass.
+"""
+import os
+import os.path as osp
+import platform
+import subprocess
+from typing import Optional
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(['git', '-C', ROOT, *args], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """``commit`` (None if unknown) and ``dirty`` (whether tracked files
+    differ from it; None if unknown)."""
+    commit = _git('rev-parse', 'HEAD')
+    if commit is not None:
+        status = _git('status', '--porcelain', '--untracked-files=no')
+        return dict(commit=commit, dirty=None if status is None
+                    else bool(status))
+    dirty = os.environ.get('MMELA_TREE_DIRTY')
+    return dict(commit=os.environ.get('MMELA_COMMIT') or None,
+                dirty=None if dirty is None else dirty not in ('0', ''))
+
+
+def cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str = 'cpu') -> dict:
+    """Commit, software versions and machine of this process."""
+    cuda = device.startswith('cuda')
+    return dict(
+        **git_state(),
+        device=device,
+        device_name=torch.cuda.get_device_name() if cuda else cpu_model(),
+        cpu_model=cpu_model(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda if cuda else None,
+        cudnn=torch.backends.cudnn.version() if cuda else None,
+        python=platform.python_version(),
+        cpu_threads=torch.get_num_threads())
