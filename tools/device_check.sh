@@ -96,10 +96,15 @@ pack() {
   tar czf "$archive.partial" -C "$out" . && mv "$archive.partial" "$archive"
 }
 
-# stage NAME SECONDS_NEEDED COMMAND...: run unless it would not fit.
+# stage NAME SECONDS_NEEDED SECONDS_AT_MOST COMMAND...: run unless it would
+# not fit; its Python processes are stopped after SECONDS_AT_MOST or when the
+# budget ends ($limit, which `run` applies).
+limit=0
+run() { timeout -k 5 "$limit" "$@"; }
 stage() {
-  local name=$1 need=$2 start=$SECONDS rc
-  shift 2
+  local name=$1 need=$2 most=$3 start=$SECONDS rc
+  shift 3
+  limit=$((budget - SECONDS < most ? budget - SECONDS : most))
   if [ $((budget - SECONDS)) -lt "$need" ]; then
     log "$name: skipped, needs ~${need}s and $((budget - SECONDS))s are left"
     printf '%s\tskipped (budget)\t0\n' "$name" >> "$out/stages.tsv"
@@ -118,7 +123,7 @@ stage() {
 bench() {  # bench NAME ARGS...: benchmark_speed.py into $out/NAME
   local name=$1
   shift
-  $python tools/analysis/benchmark_speed.py --device $device \
+  run $python tools/analysis/benchmark_speed.py --device $device \
     --out-dir "$out/$name" "$@"
 }
 
@@ -146,10 +151,10 @@ fi
 impls=(--impls fused reference)
 
 # ------------------------------------------------ torch + mmengine only
-stage tests 60 $python -m pytest -q -p no:cacheprovider \
+stage tests 60 240 run $python -m pytest -q -p no:cacheprovider \
   tests/test_layer_attention_oracle.py tests/test_published_mrla.py \
   -k "$tests_k" --junitxml "$out/tests.xml"
-stage compile-cifar 120 bench cifar-compiled "${cifar_compiled[@]}" \
+stage compile-cifar 120 200 bench cifar-compiled "${cifar_compiled[@]}" \
   --methods resnet mrla-l --compile "${steps[@]}"
 
 # ------------------------------------------------- the whole stack
@@ -176,7 +181,7 @@ train() {  # train NAME [--amp]: 30 iterations of the COCO config
       --size "${data_size[@]}" || return 1
   local work="$out/train/$name"
   rm -rf "$work"
-  $python tools/train.py configs/faster_rcnn_ela_r50_fpn_1x_coco.py \
+  run $python tools/train.py configs/faster_rcnn_ela_r50_fpn_1x_coco.py \
     --work-dir "$work" --no-validate "$@" --cfg-options \
     model.backbone.init_cfg=None \
     train_dataloader.dataset.data_root="$data/" \
@@ -191,23 +196,23 @@ train() {  # train NAME [--amp]: 30 iterations of the COCO config
   grep -h "implementation\|retrievals on" "$work"/*/*.log | tail -n 3
   return $rc
 }
-stage train-fp32 45 train fp32
+stage train-fp32 45 120 train fp32
 if [ $smoke = 1 ]; then
   log "train-amp: skipped, mmengine's AmpOptimWrapper needs a GPU"
   printf 'train-amp\tskipped (CPU)\t0\n' >> "$out/stages.tsv"
 else
-  stage train-amp 45 train amp --amp
+  stage train-amp 45 120 train amp --amp
 fi
 
-stage bench-r50-fp32 45 bench r50-fp32 "${r50[@]}" "${impls[@]}" "${steps[@]}"
-stage bench-r50-amp 45 bench r50-amp "${r50[@]}" --amp $amp "${impls[@]}" "${steps[@]}"
-stage bench-frcnn 60 bench faster-rcnn "${frcnn[@]}" "${impls[@]}" "${steps[@]}"
-stage bench-cifar 60 bench cifar "${cifar[@]}" "${impls[@]}" "${steps[@]}"
+stage bench-r50-fp32 45 120 bench r50-fp32 "${r50[@]}" "${impls[@]}" "${steps[@]}"
+stage bench-r50-amp 45 120 bench r50-amp "${r50[@]}" --amp $amp "${impls[@]}" "${steps[@]}"
+stage bench-frcnn 60 150 bench faster-rcnn "${frcnn[@]}" "${impls[@]}" "${steps[@]}"
+stage bench-cifar 60 150 bench cifar "${cifar[@]}" "${impls[@]}" "${steps[@]}"
 if [ $smoke = 1 ]; then  # compile-cifar runs the compile path already
   log "compile-r50: skipped in --smoke (over a minute of compiling on a CPU)"
   printf 'compile-r50\tskipped (smoke)\t0\n' >> "$out/stages.tsv"
 else
-  stage compile-r50 150 bench r50-compiled "${r50[@]}" \
+  stage compile-r50 150 300 bench r50-compiled "${r50[@]}" \
     --methods resnet mrla-l --compile "${steps[@]}"
 fi
 
