@@ -165,9 +165,12 @@ def _check_float64(kind, masks, train, device, channels_last=False):
     _assert_match(_run(stage, x), _run(reference, x), 1e-10, 1e-12)
     _assert_same_buffers(stage, reference)
     if channels_last:
-        # The output keeps the layout, so later blocks pay no conversion.
+        # The output keeps the oracle's layout (on the CPU channels-last, so
+        # later blocks pay no conversion; on CUDA float64 convs return
+        # contiguous outputs, in the oracle too).
         assert got[0].stride() == want[0].stride()
-        assert got[0].is_contiguous(memory_format=torch.channels_last)
+        if device == 'cpu':
+            assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def _assert_same_buffers(stage, reference):

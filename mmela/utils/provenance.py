@@ -1,10 +1,9 @@
 """Where a result came from: the commit, the software and the machine.
 
 Written into every benchmark and experiment JSON, so a figure can be traced
-to the code and the machine that produced it. Outside a git checkout (a copy
-of the working tree on a device machine) the commit comes from the
-environment variables ``MMELA_COMMIT`` and ``MMELA_TREE_DIRTY``, which
-``tools/device_check.sh`` documents how to pass.
+to the code and the machine that produced it. On a copy of the working tree
+(a device machine) pass the commit in the environment variables
+``MMELA_COMMIT`` and ``MMELA_TREE_DIRTY`` (see ``tools/device_check.sh``).
 """
 import os
 import os.path as osp
@@ -28,15 +27,17 @@ def _git(*args: str) -> Optional[str]:
 
 def git_state() -> dict:
     """``commit`` (None if unknown) and ``dirty`` (whether tracked files
-    differ from it; None if unknown)."""
+    differ from it; None if unknown). ``MMELA_COMMIT`` wins over git: a
+    copy of the tree on another machine may carry a stale ``.git``."""
+    if os.environ.get('MMELA_COMMIT'):
+        dirty = os.environ.get('MMELA_TREE_DIRTY')
+        return dict(commit=os.environ['MMELA_COMMIT'],
+                    dirty=None if dirty is None else dirty not in ('0', ''))
     commit = _git('rev-parse', 'HEAD')
-    if commit is not None:
-        status = _git('status', '--porcelain', '--untracked-files=no')
-        return dict(commit=commit, dirty=None if status is None
-                    else bool(status))
-    dirty = os.environ.get('MMELA_TREE_DIRTY')
-    return dict(commit=os.environ.get('MMELA_COMMIT') or None,
-                dirty=None if dirty is None else dirty not in ('0', ''))
+    if commit is None:
+        return dict(commit=None, dirty=None)
+    status = _git('status', '--porcelain', '--untracked-files=no')
+    return dict(commit=commit, dirty=None if status is None else bool(status))
 
 
 def cpu_model() -> str:
