@@ -5,11 +5,7 @@ layer-attention backbones (``ELAResNet``, ``ELAResNeXt``, ... in the
 config codebase's registry, and ``ELAResNetCIFAR``) and the
 ``ELAPruningHook``.
 """
-from .compat import allow_cpu_distributed, allow_mmengine_checkpoint_types
-from .hooks import ELAPruningHook  # noqa: F401 (registers the hook)
+from .hooks import ELAPruningHook  # noqa: F401 (registers the hooks)
 from .models import *  # noqa: F401,F403 (registers the backbones)
 
 __version__ = '0.1.0'
-
-allow_mmengine_checkpoint_types()
-allow_cpu_distributed()

@@ -1,11 +1,17 @@
 """Narrow fixes that let the 2024 OpenMMLab releases run on current torch.
 
+Importing mmela installs none of them. ``tools/train.py`` and
+``tools/test.py`` install both (:func:`mmela.cli.prepare_stack`), and
+``ELAPruningHook`` installs the first when a run starts, so that a config
+of one's own resumes too. Each says why it exists and when it can go.
+
 ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and
 mmengine's checkpoints hold more than tensors: the message hub's
 ``HistoryBuffer`` logs and the numpy arrays, scalars and dtypes inside them.
 mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, so ``--resume``
-fails. Rather than turning the safe loader off, we allow-list exactly what
-mmengine writes.
+and ``tools/test.py`` fail. Rather than turning the safe loader off, we
+allow-list exactly what mmengine writes. It can go once mmengine registers
+its own types or passes ``weights_only`` itself.
 """
 import codecs
 import pickle
@@ -58,7 +64,8 @@ def allow_mmengine_checkpoint_types() -> None:
 # mmengine 0.10.7 assumes a GPU per process when launched with
 # ``--launcher pytorch``: it calls ``torch.cuda.set_device`` and gives DDP
 # ``device_ids=[LOCAL_RANK]``. Both fail on a machine without CUDA, where
-# gloo runs fine. The two pieces below change only that case.
+# gloo runs fine. The two pieces below change only that case; they can go
+# once mmengine's ``init_dist`` and its DDP wrapper handle CPU-only runs.
 
 
 def _init_dist_pytorch_any_device(backend, init_backend='torch', **kwargs):

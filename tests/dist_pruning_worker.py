@@ -4,7 +4,7 @@
 import json
 import sys
 
-from mmela.tools_utils import release_distributed
+from mmela.cli import release_distributed
 from toy_runner import build_runner
 
 

@@ -60,3 +60,25 @@ def test_mmela_imports_with_one_codebase_or_none(missing, present):
     result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_importing_mmela_patches_nothing():
+    """``import mmela`` registers classes and leaves mmengine's and torch's
+    functions as they were (the compatibility fixes are installed by the
+    tools and the hook that need them)."""
+    # The codebases first: importing them registers torch's own types.
+    code = '''
+import mmengine.runner, mmdet.models, mmpretrain.models
+import mmengine.dist.utils as utils, torch.serialization as ser
+init, safe = utils._init_dist_pytorch, list(ser.get_safe_globals())
+import mmela, mmela.models, mmela.hooks, mmela.pruning, mmela.cli
+assert utils._init_dist_pytorch is init, 'init_dist patched'
+assert list(ser.get_safe_globals()) == safe, 'safe globals changed'
+from mmela.cli import prepare_stack
+prepare_stack()  # what the tools do: now both change
+assert utils._init_dist_pytorch is not init
+assert len(ser.get_safe_globals()) > len(safe)
+'''
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr

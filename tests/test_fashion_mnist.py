@@ -5,7 +5,6 @@ script's smoke version end to end (train, prune, test, re-threshold,
 summarize), whose ELA run's ela_pruning.json the re-threshold tool must turn
 back into the masks the checkpoint holds."""
 import gzip
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -20,13 +19,12 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmela.tools_utils import (ConfigError, apply_train_args, load_config,
-                               parse_train_args, preflight)
+from mmela.cli import (ConfigError, apply_train_args, load_config,
+                       parse_train_args, preflight)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PREPARE = osp.join(ROOT, 'tools', 'misc', 'prepare_fashion_mnist.sh')
 EXPERIMENT = osp.join(ROOT, 'tools', 'experiments', 'fashion_mnist.sh')
-RETHRESHOLD = osp.join(ROOT, 'tools', 'analysis', 'rethreshold.py')
 CONFIG_DIR = osp.join(ROOT, 'configs', 'fashion_mnist')
 METHODS = ('plain', 'mrla_base', 'mrla_light', 'ela')
 FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
@@ -292,9 +290,7 @@ def test_rethreshold_reproduces_the_checkpoints_masks(smoke):
     runs, _, _ = smoke
     wd = runs / 'ela_seed0'
     out = wd / 'own_setting.json'
-    spec = importlib.util.spec_from_file_location('rethreshold', RETHRESHOLD)
-    rethreshold = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rethreshold)
+    from mmela.cli import rethreshold
     assert rethreshold.main([str(wd), '--check', '--json', str(out)]) == 0
     recomputed = json.loads(out.read_text())['results'][0]['windows'][-1]
 

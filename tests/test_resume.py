@@ -17,14 +17,17 @@ def test_checkpoint_saves_and_resumes(tmp_path):
     assert (tmp_path / 'epoch_3.pth').exists()
 
     # Without mmela's allow-list the default safe loader refuses mmengine's
-    # checkpoints; with it, they load. (Subprocesses: the allow-list is
-    # process-wide once mmela is imported.)
+    # checkpoints (importing mmela alone does not install it); with it, they
+    # load. (Subprocesses: the allow-list is process-wide once installed.)
     load = f'import torch; torch.load({str(ckpt)!r})'
-    plain = subprocess.run([sys.executable, '-c', load], capture_output=True,
-                           text=True)
-    assert plain.returncode != 0 and 'weights_only' in plain.stderr
-    fixed = subprocess.run([sys.executable, '-c', 'import mmela; ' + load],
-                           capture_output=True, text=True)
+    for prefix in ('', 'import mmela; '):
+        plain = subprocess.run([sys.executable, '-c', prefix + load],
+                               capture_output=True, text=True)
+        assert plain.returncode != 0 and 'weights_only' in plain.stderr
+    fixed = subprocess.run(
+        [sys.executable, '-c', 'from mmela.compat import allow_mmengine_'
+         'checkpoint_types as allow; allow(); ' + load],
+        capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stderr
 
 

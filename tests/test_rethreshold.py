@@ -1,22 +1,17 @@
-"""tools/analysis/rethreshold.py on hand-written ELAPruningHook reports.
+"""The offline replay of pruning decisions (mmela.pruning.replay) and
+tools/analysis/rethreshold.py (mmela/cli/rethreshold.py), on hand-written
+ELAPruningHook reports.
 
 The reproduction of a real run's masks (reports written by the hook during
 training) is tested in tests/test_fashion_mnist.py.
 """
-import importlib.util
 import json
-import os.path as osp
+
 import numpy as np
 import pytest
 
-from mmela.pruning import keep_mask
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'rethreshold.py')
-
-_spec = importlib.util.spec_from_file_location('rethreshold', TOOL)
-rethreshold = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rethreshold)
+from mmela.cli import rethreshold
+from mmela.pruning import adjacent_pairs, decide, replay, reproduces
 
 SETTING = dict(method='ebqm', tau=0.3,
                params=dict(gamma=0.5, alpha=5.0, beta=1.0))
@@ -24,22 +19,18 @@ SETTING = dict(method='ebqm', tau=0.3,
 
 def hook_reports(kls, stage_as_name=False, blocks=(4, 4),
                  names=('layer1', 'layer2')):
-    """Reports as ELAPruningHook writes them, decided here with the hook's
-    rule: each window's pairs are the adjacent retrieving blocks, keep_mask
-    on their divergences is ANDed into the masks. ``kls`` maps a window to
-    a function from a pair (stage, previous, block) to its divergence."""
+    """Reports as ELAPruningHook writes them, decided with the hook's rule
+    (:func:`mmela.pruning.decide` on each window's adjacent pairs). ``kls``
+    maps a window to a function from a pair (stage, previous, block) to its
+    divergence."""
     masks = [[True] * n for n in blocks]
     reports = []
     for number, kl_of in enumerate(kls):
-        pairs = []
-        for stage, mask in enumerate(masks):
-            on = [i for i, m in enumerate(mask) if m]
-            pairs += [(stage, a, b) for a, b in zip(on, on[1:])]
+        pairs = adjacent_pairs(masks)
         kl = np.array([kl_of(p) for p in pairs])
-        keep = keep_mask(kl, SETTING['method'], SETTING['tau'],
-                         **SETTING['params'])
-        for (stage, _, block), kept in zip(pairs, keep):
-            masks[stage][block] &= bool(kept)
+        decision = decide(masks, pairs, kl, SETTING['method'],
+                          SETTING['tau'], **SETTING['params'])
+        keep, masks = decision.keep, decision.masks
         reports.append(dict(
             window=[number * 2 + 1, number * 2 + 1], epoch=number * 2 + 1,
             **SETTING, iterations=10, skipped=0,
@@ -67,9 +58,9 @@ def test_reproduces_the_hooks_masks(stage_as_name, names):
     # The setting prunes something in each window, so the check has teeth.
     assert reports[0]['retrievals_on'] < 8
     assert reports[1]['retrievals_on'] < reports[0]['retrievals_on']
-    assert rethreshold.reproduces(reports) == (True, None)
-    result = rethreshold.rethreshold(reports, SETTING['method'],
-                                     SETTING['tau'], SETTING['params'])
+    assert reproduces(reports) == (True, None)
+    result = replay(reports, SETTING['method'], SETTING['tau'],
+                    SETTING['params'])
     assert [w['masks'] for w in result['windows']] == \
         [r['masks'] for r in reports]
     assert [w['retrievals_on'] for w in result['windows']] == \
@@ -84,22 +75,21 @@ def test_tampered_masks_are_detected():
     reports = hook_reports(KLS)
     on = [i for i, m in enumerate(reports[1]['masks'][1]) if m]
     reports[1]['masks'][1][on[-1]] = 0
-    assert rethreshold.reproduces(reports) == (False, 2)
+    assert reproduces(reports) == (False, 2)
 
 
 def test_other_settings_and_stopping():
     reports = hook_reports(KLS)
     kl = np.array([p['kl'] for p in reports[0]['pairs']])
     # A fixed count prunes exactly the lowest divergences of window 1.
-    result = rethreshold.rethreshold(reports, 'fixed', 0.0,
-                                     dict(num_pruned=3), windows=1)
+    result = replay(reports, 'fixed', 0.0, dict(num_pruned=3), windows=1)
     lowest = np.argsort(kl, kind='stable')[:3]
     assert sorted(map(tuple, result['windows'][0]['pruned'])) == sorted(
         (f"layer{reports[0]['pairs'][i]['stage'] + 1}",
          reports[0]['pairs'][i]['block']) for i in lowest)
     assert result['windows'][0]['retrievals_on'] == 8 - 3
     # Nothing pruned in window 1 -> window 2's pairs were never measured.
-    result = rethreshold.rethreshold(reports, 'threshold', 0.0, {})
+    result = replay(reports, 'threshold', 0.0, {})
     assert result['windows'][0]['pruned'] == []
     assert result['windows'][0]['retrievals_on'] == 8
     assert result['stopped_at'] == 2 and len(result['windows']) == 1

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from mmela import tools_utils
-from mmela.tools_utils import (ConfigError, apply_test_args, apply_train_args,
-                               load_config, parse_test_args, parse_train_args,
-                               preflight, use_available_devices)
+from mmela import cli
+from mmela.cli import (ConfigError, apply_test_args, apply_train_args,
+                       load_config, parse_test_args, parse_train_args,
+                       preflight, use_available_devices)
 from toy_runner import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -238,12 +238,12 @@ def test_the_hook_needs_layer_attention(tmp_path):
 def test_user_errors_print_one_line_and_exit_2(capsys, monkeypatch):
     monkeypatch.delenv('RANK', raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        with tools_utils.user_errors():
+        with cli.user_errors():
             raise ConfigError('two\nlines')
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == 'error: two lines\n'
     with pytest.raises(ValueError):  # anything else keeps its traceback
-        with tools_utils.user_errors():
+        with cli.user_errors():
             raise ValueError('a bug')
 
 

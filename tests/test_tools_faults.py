@@ -10,8 +10,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from mmela.tools_utils import (ConfigError, ConfigErrors, apply_test_args,
-                               load_config, parse_test_args, preflight)
+from mmela.cli import (ConfigError, ConfigErrors, apply_test_args,
+                       load_config, parse_test_args, preflight)
 from test_tools import (CLS, PLAIN, ROOT, data_options, run_tool,
                         tiny_classification, train_cfg)
 
@@ -231,8 +231,8 @@ def test_test_tool_logs_the_retrievals_of_the_checkpoint(tmp_path):
 
 
 def test_every_option_of_train_and_test_has_help():
-    from mmela import tools_utils
-    for parser in (tools_utils.train_parser(), tools_utils.test_parser()):
+    from mmela import cli
+    for parser in (cli.train_parser(), cli.test_parser()):
         for action in parser._actions:
             assert action.help, action.option_strings
 

@@ -109,6 +109,8 @@ def read_logs(work_dir) -> str:
 
 
 def build_runner(**kwargs):
+    from mmela.cli import prepare_stack
+    prepare_stack()  # as tools/train.py does
     return Runner.from_cfg(mmela_config(**kwargs))
 
 
@@ -136,7 +138,7 @@ def main(kwargs: dict) -> None:
                            f'result_rank{runner.rank}.json'), 'w') as f:
         json.dump(result, f)
     if kwargs.get('launcher', 'none') != 'none':
-        from mmela.tools_utils import release_distributed
+        from mmela.cli import release_distributed
         release_distributed()
 
 

@@ -1,5 +1,6 @@
-from .ela_pruning_hook import (ELAPruningError, ELAPruningHook, check_backbone,
-                               parse_windows)
+from ..models import check_backbone
+from ..pruning import parse_windows
+from .ela_pruning_hook import ELAPruningError, ELAPruningHook
 from .exact_resume_hook import ExactResumeHook, SeededDataset
 from .split_size_hook import SplitSizeHook
 

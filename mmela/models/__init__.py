@@ -10,10 +10,13 @@ import importlib
 from .attention_distribution import (base_attention_distribution,
                                      light_attention_distributions)
 from .base_backbone import LayerAttentionResNetBase
+from .interface import (LayerAttentionBackbone, check_backbone,
+                        is_layer_attention_backbone)
 from .implementation import (layer_attention_impl, layer_attention_setting,
                              set_layer_attention_impl)
 from .layer_attention import (LAYER_ATTENTION_TYPES, BaseLayerAttention,
-                              LightLayerAttention, eca_kernel_size)
+                              LightLayerAttention, eca_kernel_size,
+                              is_layer_attention_key)
 from .resnet_cifar import CIFARResNet, ELAResNetCIFAR
 
 __all__ = [
@@ -21,7 +24,9 @@ __all__ = [
     'LightLayerAttention', 'BaseLayerAttention', 'LAYER_ATTENTION_TYPES',
     'eca_kernel_size', 'base_attention_distribution',
     'light_attention_distributions', 'layer_attention_impl',
-    'layer_attention_setting', 'set_layer_attention_impl'
+    'layer_attention_setting', 'set_layer_attention_impl',
+    'LayerAttentionBackbone', 'is_layer_attention_backbone', 'check_backbone',
+    'is_layer_attention_key'
 ]
 
 

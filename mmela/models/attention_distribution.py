@@ -1,4 +1,4 @@
-"""Attention distributions over earlier layers (SPEC section 1).
+"""Attention distributions over earlier layers (the P^l of the paper's Eq. 11).
 
 Pure torch functions: they turn what a stage's layer-attention modules recorded
 in one forward pass into, for each block whose retrieval is on, a probability

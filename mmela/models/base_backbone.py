@@ -17,13 +17,9 @@ the block's output ``x^l`` and its (projected) input::
 With ``layer_attention=None`` nothing is added and the network is exactly the
 stock one.
 
-The interface (all per stage, stages in order):
-
-- :meth:`set_attention_recording` switches recording on or off (off by
-  default; when off the forward pass records nothing and costs nothing extra).
-- :meth:`get_attention_distributions` returns, after a recorded forward pass,
-  each retrieving block's distribution over the retrieving blocks before it.
-- :meth:`get_masks` / :meth:`set_masks` read and write all retrieval masks.
+The mixin provides :class:`~mmela.models.interface.LayerAttentionBackbone`,
+the interface ``ELAPruningHook`` and the tools use (recording, distributions,
+masks, stages).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -33,7 +29,6 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
-from .attention_distribution import light_attention_distributions
 from .layer_attention import (StageMemory, build_layer_attention,
                               check_layer_attention)
 
@@ -241,8 +236,14 @@ class LayerAttentionResNetBase:
     def stages(self) -> List[nn.Module]:
         return [getattr(self, name) for name in self.res_layers]
 
+    def layer_attention_modules(self) -> List[nn.Module]:
+        """Every block's layer attention, stage by stage (empty with
+        ``layer_attention=None``)."""
+        return [m for stage in self.stages()
+                for m in _attention_modules(stage)]
+
     def _require_layer_attention(self) -> None:
-        if self.layer_attention is None:
+        if not self.layer_attention_modules():
             raise RuntimeError(f'{type(self).__name__} was built with '
                                f'layer_attention=None: it has no retrievals')
 
@@ -273,16 +274,9 @@ class LayerAttentionResNetBase:
                 raise RuntimeError(
                     f'no attention recorded in {name}: call '
                     f'set_attention_recording(True), then run a forward pass')
-            if self.layer_attention == 'base':
-                dists = [m.record['distribution'] for _, m in active]
-            else:
-                records = [m.record for _, m in active]
-                dists = light_attention_distributions(
-                    [r['decay'] for r in records],
-                    [r['gate'] for r in records],
-                    head_dim=active[0][1].head_dim,
-                    log_gates=[r['log_gate'] for r in records]
-                ) if active else []
+            modules = [m for _, m in active]
+            dists = type(modules[0]).stage_distributions(modules) \
+                if modules else []
             result.append([(i, d) for (i, _), d in zip(active, dists)])
         return result
 

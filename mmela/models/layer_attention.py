@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from .attention_distribution import base_attention_distribution
+from .attention_distribution import (base_attention_distribution,
+                                     light_attention_distributions)
 from .implementation import layer_attention_impl, layer_attention_setting
 from .norm import build_norm
 from .ops import (BaseRetrievalFunction, KeyValueBuffer,
@@ -188,8 +189,24 @@ class _LayerAttention(nn.Module):
         if not on:
             self.record = {}
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A deploy checkpoint (tools/deployment/strip_pruned.py) keeps only
+        # the mask of a pruned retrieval: its weights are not missing, and
+        # this module keeps the values it has. Children load after this
+        # method, from the same dict, so the current values are put there.
+        mask = state_dict.get(prefix + 'retrieval_mask')
+        if mask is not None and not bool(mask):
+            own = {prefix + k: v for k, v in
+                   self.state_dict(keep_vars=True).items()
+                   if k != 'retrieval_mask'}
+            if not any(k in state_dict for k in own):
+                state_dict.update(
+                    (k, v.detach()) for k, v in own.items())
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
         self._retrieval_on = bool(self.retrieval_mask)
 
     # ------------------------------------------------------ implementation
@@ -249,6 +266,14 @@ class _LayerAttention(nn.Module):
         raise NotImplementedError
 
     def _record(self, attention: Tensor) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def stage_distributions(cls, modules: List['_LayerAttention']
+                            ) -> List[Tensor]:
+        """The attention distributions of a stage's retrieving blocks (in
+        order), from what they recorded in one forward pass: the k-th has k
+        entries and sums to 1 (the ``P^l`` of the paper's Eq. 11)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ helpers
@@ -351,6 +376,19 @@ class LightLayerAttention(_LayerAttention):
             math.log(scores.shape[0]),
             decay=self.lambda_.detach().float().abs().flatten())
 
+    @classmethod
+    def stage_distributions(cls, modules: List['LightLayerAttention']
+                            ) -> List[Tensor]:
+        """The unrolled recurrence's weights over the stage's retrieving
+        blocks (:func:`.light_attention_distributions`)."""
+        if not modules:
+            return []
+        records = [m.record for m in modules]
+        return light_attention_distributions(
+            [r['decay'] for r in records], [r['gate'] for r in records],
+            head_dim=modules[0].head_dim,
+            log_gates=[r['log_gate'] for r in records])
+
 
 class BaseLayerAttention(_LayerAttention):
     """MRLA-B: ``o^l = sum_i softmax(q^l . K^l / sqrt(d))_i v^i``, and the
@@ -416,6 +454,13 @@ class BaseLayerAttention(_LayerAttention):
         self.record = dict(
             distribution=base_attention_distribution(attention.float()))
 
+    @classmethod
+    def stage_distributions(cls, modules: List['BaseLayerAttention']
+                            ) -> List[Tensor]:
+        """Each block's softmax over the keys of the stage, averaged over
+        the batch and the heads."""
+        return [m.record['distribution'] for m in modules]
+
 
 def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
     """``sum_i weights[i] * values[i]``, one fused multiply-add per term and
@@ -426,10 +471,20 @@ def weighted_sum(values: List[Tensor], weights: List[Tensor]) -> Tensor:
     return out
 
 
+LAYER_ATTENTIONS = {'light': LightLayerAttention, 'base': BaseLayerAttention}
+
+
 def check_layer_attention(kind: Optional[str]) -> None:
     if kind not in LAYER_ATTENTION_TYPES:
         raise ValueError(f'layer_attention must be one of '
                          f'{list(LAYER_ATTENTION_TYPES)}, got {kind!r}')
+
+
+def is_layer_attention_key(key: str) -> bool:
+    """Whether a state-dict key belongs to layer attention (a block's
+    ``layer_attention`` submodule): the keys a plain ResNet checkpoint
+    lacks."""
+    return 'layer_attention' in key.split('.')
 
 
 def build_layer_attention(kind: Optional[str], channels: int,
@@ -444,6 +499,6 @@ def build_layer_attention(kind: Optional[str], channels: int,
     check_layer_attention(kind)
     if kind is None:
         return None
-    cls = LightLayerAttention if kind == 'light' else BaseLayerAttention
-    return cls(channels, head_dim=head_dim, norm_cfg=norm_cfg,
-               drop_path_rate=drop_path_rate)
+    return LAYER_ATTENTIONS[kind](channels, head_dim=head_dim,
+                                 norm_cfg=norm_cfg,
+                                 drop_path_rate=drop_path_rate)

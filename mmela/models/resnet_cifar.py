@@ -1,5 +1,5 @@
-"""The bottleneck CIFAR ResNet of the paper (SPEC section 1), plain and with
-layer attention.
+"""The bottleneck CIFAR ResNet of the paper's CIFAR experiments (Section 4,
+Table 1), plain and with layer attention.
 
 Not mmpretrain's ``ResNet_CIFAR`` (an ImageNet ResNet with a 3x3 stem): this
 is the ``depth = 9n + 2`` network with a 16-channel 3x3 stem, three stages of

@@ -15,8 +15,7 @@ forward pass, those autograd runs for the backward pass, and the optimizer's
   outside the ``aten`` namespace (the profiler's record functions).
 
 Allocations (``empty``, ``empty_strided``, ...) launch no kernel but are
-counted, as in the table of issue 11, whose counts this reproduces to within
-a few operators; they are few (about one per batch norm).
+counted; they are few (about one per batch norm).
 
 Operators called from inside another operator's implementation are not seen
 (the mode is off while an operator runs): that is the dispatcher's view. It

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST experiment (issue 9), one resumable command:
+# The Fashion-MNIST experiment, one resumable command:
 #
 #   bash tools/misc/prepare_fashion_mnist.sh      # once: data/fashion_mnist/
 #   bash tools/experiments/fashion_mnist.sh [WORK_ROOT]   # default work_dirs/fashion_mnist

@@ -13,7 +13,7 @@ and the wall-clock seconds the script recorded) and writes into ``--out-dir``:
 
 The ablation applies, to the first window's divergences of every seed, the
 run's EBQM setting, a fixed count and a raw KL threshold, with
-tools/analysis/rethreshold.py's functions (the hook's own decision rule).
+:mod:`mmela.pruning`'s replay (the hook's own decision rule).
 The fixed count is EBQM's mean number pruned, rounded, and the threshold is
 the KL value that prunes that many on average over all seeds pooled: both
 are calibrated on the very divergences they are judged on, which favours
@@ -22,7 +22,6 @@ them, not EBQM.
 import argparse
 import datetime
 import glob
-import importlib.util
 import itertools
 import json
 import os
@@ -31,27 +30,17 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 
-HERE = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmela import pruning
+from mmela.utils.atomic_write import write_atomic
+
 NAMES = dict(plain='ResNet (plain)', mrla_base='MRLA-B', mrla_light='MRLA-L',
              ela='ELA')
 COLOURS = dict(plain='tab:gray', mrla_base='tab:blue', mrla_light='tab:orange',
                ela='tab:green')
-
-
-def load_rethreshold():
-    path = osp.join(HERE, 'tools', 'analysis', 'rethreshold.py')
-    spec = importlib.util.spec_from_file_location('rethreshold', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rethreshold = load_rethreshold()
 
 
 class SummaryError(Exception):
@@ -166,12 +155,12 @@ def summarize_run(root: str, method: str, seed: int, after_epoch: int,
         test_wall_seconds=read_seconds(osp.join(wd, 'test_seconds')))
     report_file = osp.join(wd, 'ela_pruning.json')
     if osp.isfile(report_file):
-        _, reports = rethreshold.load_reports(report_file)
-        ok, _ = rethreshold.reproduces(reports)
+        _, reports = pruning.load_reports(report_file)
+        ok, _ = pruning.reproduces(reports)
         run.update(
             retrievals_on=reports[-1]['retrievals_on'],
             retrievals_total=reports[-1]['retrievals_total'],
-            pruned=[[rethreshold.stage_name(p['stage']), p['block']]
+            pruned=[[pruning.stage_name(p['stage']), p['block']]
                     for r in reports for p in r['pairs'] if not p['kept']],
             masks=reports[-1]['masks'],
             rethreshold_reproduces_masks=ok)
@@ -204,12 +193,12 @@ def ablation(root: str, runs: List[str],
         if train_samples is not None:
             wd = osp.join(root, name)
             check_split_sizes(wd, split_sizes(wd), dict(train=train_samples))
-        _, reports = rethreshold.load_reports(osp.join(root, name))
+        _, reports = pruning.load_reports(osp.join(root, name))
         first[name] = reports[:1]
-    method, tau, params = rethreshold.recorded_setting(first[runs[0]])
+    method, tau, params = pruning.recorded_setting(first[runs[0]])
 
     def pruned(name, method, tau, params):
-        result = rethreshold.rethreshold(first[name], method, tau, params,
+        result = pruning.replay(first[name], method, tau, params,
                                          windows=1)
         return {tuple(p) for p in result['windows'][0]['pruned']}
 
@@ -229,7 +218,7 @@ def ablation(root: str, runs: List[str],
         kl_tau = float(pooled[k - 1] + pooled[k]) / 2
     settings = [
         ('EBQM', method, tau, params, f'{method} tau={tau:g} '
-         f'{rethreshold.format_params(params)} (the ELA runs\' setting)'),
+         f'{pruning.format_params(params)} (the ELA runs\' setting)'),
         ('raw threshold', 'threshold', kl_tau, {},
          f'keep KL >= {kl_tau:.4g}'),
         ('fixed count', 'fixed', 0.0, dict(num_pruned=num_pruned),
@@ -284,21 +273,6 @@ def starts(root: str) -> List[str]:
         return []
     with open(path) as f:
         return [line.strip() for line in f if ' start (' in line]
-
-
-def write_atomic(path: str, text_or_bytes) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)),
-                               prefix='.summary.', suffix='.tmp')
-    mode = 'wb' if isinstance(text_or_bytes, bytes) else 'w'
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(text_or_bytes)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def plot(runs: List[dict], path: str) -> None:
@@ -417,7 +391,7 @@ def markdown(runs: List[dict], abl: Optional[dict], args,
             f"{len(abl['runs'])} seeds "
             f"({', '.join(f'{n} (seed {s})' for n, s in abl['seeds'].items())}"
             f"), {abl['num_pairs']} adjacent pairs each. Each rule is applied "
-            'offline (tools/analysis/rethreshold.py) to the same measured '
+            'offline (tools/analysis/pruning.py) to the same measured '
             'divergences. The fixed count and the raw threshold are '
             "calibrated to EBQM's mean number pruned on these very "
             'divergences, which favours them.',
@@ -477,7 +451,7 @@ def main(argv=None) -> int:
                 for s in args.seeds for m in args.methods]
         runs.sort(key=lambda r: (list(NAMES).index(r['method']), r['seed']))
         abl = ablation(args.root, args.ablation_runs, expected['train'])
-    except (SummaryError, rethreshold.ReportError, OSError,
+    except (SummaryError, pruning.ReportError, OSError,
             ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

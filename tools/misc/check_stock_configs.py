@@ -1,6 +1,6 @@
 """Build every stock config of mmdet / mmpretrain whose backbone is a
 ``ResNet``, ``ResNetV1c``, ``ResNetV1d`` or ``ResNeXt`` with that backbone
-switched to its ELA variant (issue 8).
+switched to its ELA variant.
 
 For each config shipped with the installed codebase (``<pkg>/.mim/configs``,
 ``_base_`` folders left out) whose model holds such a backbone (under any key
