@@ -1,7 +1,9 @@
 """kill -9 in the middle of a window, then --resume: the resumed run ends with
 the uninterrupted run's reports, masks and weights, bit for bit, with random
 augmentation (numpy, Python and torch draws), with and without (persistent)
-workers, in one process and with 2 gloo ranks (issue 10, items 1 and 2)."""
+workers, in one process and with 2 gloo ranks; with ELAPruningHook alone in
+the config (it adds ExactResumeHook itself), through the toy runner and
+through tools/train.py."""
 import json
 import os
 import signal
@@ -32,9 +34,12 @@ def _train(work_dir, nproc=1, **kwargs):
                           capture_output=True, timeout=600)
 
 
-def _settings(exact_resume=True, **kwargs):
-    hooks = [dict(type='ELAPruningHook', windows=[(1, 2), 3])]
-    if exact_resume:
+def _settings(exact_resume=True, explicit=False, **kwargs):
+    """ELAPruningHook alone (``explicit``: with ExactResumeHook in the config
+    too, as mmela's configs have it)."""
+    hooks = [dict(type='ELAPruningHook', windows=[(1, 2), 3],
+                  exact_resume=exact_resume)]
+    if explicit:
         hooks.append(dict(type='ExactResumeHook'))
     return dict(max_epochs=3, depth=38, dataset='AugmentedQuadrants',
                 hooks=hooks, **kwargs)
@@ -63,12 +68,12 @@ def _crash_and_resume(tmp_path, nproc=1, **settings):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('num_workers,persistent', [(0, False), (2, False),
-                                                    (2, True)])
+@pytest.mark.parametrize('num_workers,persistent,explicit', [
+    (0, False, False), (2, False, True), (2, True, False)])
 def test_kill_and_resume_in_one_process_is_exact(tmp_path, num_workers,
-                                                 persistent):
+                                                 persistent, explicit):
     full, resumed = _crash_and_resume(
-        tmp_path, **_settings(num_workers=num_workers,
+        tmp_path, **_settings(num_workers=num_workers, explicit=explicit,
                               persistent_workers=persistent))
     # Reports (every KL to the last bit, masks) and final weights.
     assert resumed == full
@@ -78,6 +83,9 @@ def test_kill_and_resume_in_one_process_is_exact(tmp_path, num_workers,
         'progress' in log
     assert 'ExactResumeHook:' not in log  # its warnings
     assert 'without ExactResumeHook' not in log
+    # Added once per start when the config has none, and said so.
+    added = log.count('ELAPruningHook: added ExactResumeHook')
+    assert added == (0 if explicit else 2)
 
 
 @pytest.mark.slow
@@ -95,10 +103,80 @@ def test_kill_and_resume_with_two_gloo_ranks_is_exact(tmp_path, num_workers):
 
 @pytest.mark.slow
 def test_resume_without_exact_resume_hook_warns_and_differs(tmp_path):
-    """Why the hook exists: the toy's augmentation matters, and without the
-    hook a resumed run says that it is not exact."""
+    """Why the hook exists: the toy's augmentation matters, and with it
+    turned off (``exact_resume=False``) a resumed run says that it is not
+    exact."""
     full, resumed = _crash_and_resume(tmp_path,
                                       **_settings(exact_resume=False))
     assert [p['kl'] for p in resumed[0][0]['pairs']] != \
         [p['kl'] for p in full[0][0]['pairs']]
     assert 'resumed without ExactResumeHook' in read_logs(tmp_path / 'cut')
+
+
+def _train_tool(config, work_dir, nproc=1, resume=False):
+    """tools/train.py in a fresh process (``nproc`` > 1: under torchrun)."""
+    tool = os.path.join(os.path.dirname(HERE), 'tools', 'train.py')
+    args = [str(config), '--work-dir', str(work_dir)]
+    if resume:
+        args.append('--resume')
+    if nproc == 1:
+        cmd = [sys.executable, tool, *args]
+    else:
+        cmd = [sys.executable, '-m', 'torch.distributed.run',
+               '--nproc_per_node', str(nproc), '--master_port',
+               str(free_port()), tool, *args, '--launcher', 'pytorch']
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
+        [HERE, os.environ.get('PYTHONPATH', '')]))
+    return subprocess.run(cmd, env=env, text=True, capture_output=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('nproc', [1, 2])
+def test_a_users_config_with_only_the_pruning_hook_resumes_exactly(
+        tmp_path, nproc):
+    """A config as the README shows it (custom_hooks holds ELAPruningHook
+    alone), random crop and flip, killed with SIGKILL in the middle of its
+    window by tools/train.py, then --resume: the uninterrupted run's
+    ela_pruning.json, to the last bit of every divergence."""
+    from test_tools import tiny_classification
+    config = tiny_classification(tmp_path)
+    with open(config, 'a') as f:
+        f.write("""
+dataset['pipeline'] = [dict(type='LoadImageFromFile'),
+                       dict(type='RandomCrop', crop_size=32, padding=4),
+                       dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+                       dict(type='PackInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, dataset=dataset)
+val_cfg = val_dataloader = val_evaluator = None
+train_cfg = dict(max_epochs=3, val_interval=10)
+custom_imports = dict(imports=['mmela', 'toy_runner'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='ELAPruningHook', windows=[(1, 2)], method='fixed',
+                     num_pruned=2)]
+default_hooks = dict(checkpoint=dict(interval=1))
+randomness = dict(seed=0)
+""")
+    killed = tmp_path / 'killed.py'
+    killed.write_text(f"_base_ = {str(config)!r}\n"
+                      "custom_hooks = [dict(type='ELAPruningHook', "
+                      "windows=[(1, 2)], method='fixed', num_pruned=2), "
+                      "dict(type='KillAt', epoch=2, iteration=1)]\n")
+    full = _train_tool(config, tmp_path / 'full', nproc)
+    assert full.returncode == 0, full.stderr[-3000:]
+    cut = _train_tool(killed, tmp_path / 'cut', nproc)
+    assert cut.returncode != 0
+    assert (tmp_path / 'cut/epoch_1.pth').exists()
+    assert not (tmp_path / 'cut/epoch_2.pth').exists()
+    resumed = _train_tool(config, tmp_path / 'cut', nproc, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reports = [json.loads((tmp_path / run / 'ela_pruning.json').read_text())
+               for run in ('full', 'cut')]
+    assert reports[0] == reports[1]
+    assert reports[0][0]['iterations'] == 8  # 8 images, batch 2, 2 epochs
+    assert reports[0][0]['retrievals_on'] == reports[0][0][
+        'retrievals_total'] - 2
+    log = read_logs(tmp_path / 'cut')
+    assert 'ELAPruningHook: added ExactResumeHook' in log
+    assert 'resumed after epoch 1' in log
+
