@@ -57,6 +57,8 @@ STOCK = [
     ('mmdet', 'ResNeXt', dict(depth=50, groups=32, base_width=4)),
     ('mmdet', 'Res2Net', dict(depth=50)),
     ('mmdet', 'RegNet', dict(arch='regnetx_400mf')),
+    # mmpretrain's stock CIFAR configs (3x3 stride-1 stem, no max-pool).
+    ('mmpretrain', 'ResNet_CIFAR', dict(depth=18)),
 ]
 STOCK_IDS = [f'{c}-{t}-{i}' for i, (c, t, _) in enumerate(STOCK)]
 
@@ -489,3 +491,21 @@ def test_stock_configs_build_with_their_ela_backbone(codebase, config):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f'{codebase} {config}: built: ' in result.stdout
     assert '1 target configs: 1 built, 0 failed' in result.stdout
+
+
+def test_a_stock_cifar_config_builds_and_runs_with_ela_resnet_cifar():
+    from mmengine.hub import get_config
+    cfg = get_config('mmpretrain::resnet/resnet18_8xb16_cifar10.py')
+    cfg.merge_from_dict({'model.backbone.type': 'ELAResNet_CIFAR'})
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = REGISTRIES['mmpretrain'].build(cfg.model).eval()
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'ELAResNet_CIFAR'
+    assert backbone.num_retrievals() == dict(on=8, total=8)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        (features, ) = backbone(x)
+        logits = model(x, mode='tensor')
+    # The CIFAR stem (3x3, stride 1, no max-pool): 32 / 8 = 4, not 1.
+    assert features.shape == (2, 512, 4, 4)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()

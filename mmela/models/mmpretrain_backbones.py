@@ -7,9 +7,9 @@ An mmpretrain config (``default_scope='mmpretrain'``) that sets
 ``type='ELAResNet'`` gets this one; an mmdet config gets
 :mod:`.mmdet_backbones`'.
 """
-from mmpretrain.models.backbones import (RegNet, Res2Net, ResNet, ResNetV1c,
-                                         ResNetV1d, ResNeXt, SEResNet,
-                                         SEResNeXt)
+from mmpretrain.models.backbones import (RegNet, Res2Net, ResNet,
+                                         ResNet_CIFAR, ResNetV1c, ResNetV1d,
+                                         ResNeXt, SEResNet, SEResNeXt)
 from mmpretrain.registry import MODELS
 
 from .base_backbone import LayerAttentionResNetBase
@@ -18,6 +18,15 @@ from .base_backbone import LayerAttentionResNetBase
 @MODELS.register_module()
 class ELAResNet(LayerAttentionResNetBase, ResNet):
     """mmpretrain's ``ResNet`` with layer attention."""
+
+
+@MODELS.register_module()
+class ELAResNet_CIFAR(LayerAttentionResNetBase, ResNet_CIFAR):
+    """mmpretrain's ``ResNet_CIFAR`` (its ResNet with a 3x3 stride-1 stem
+    and no max-pool, the backbone of its stock CIFAR configs) with layer
+    attention; named like it, so a stock config needs only the ``ELA``
+    prefix. Not :class:`~mmela.models.ELAResNetCIFAR`, the paper's
+    bottleneck CIFAR ResNet (``mmela/models/resnet_cifar.py``)."""
 
 
 @MODELS.register_module()
