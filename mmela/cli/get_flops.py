@@ -19,8 +19,12 @@ report; given several files, each model takes the one whose masks fit it).
 Without masks that fit, ELA's row equals MRLA-L's and says so.
 
 Configs (mmpretrain or mmdet) are built as they are, from their
-``default_scope``; ``--shape`` sets the input (default 224x224; 32x32 for a
-CIFAR backbone, 800x1333 for detectors). ``--depths`` picks depths of a
+``default_scope``, with ``--cfg-options`` merged in as ``tools/train.py``
+does. Their input has the channels of the backbone's stem (``in_channels``,
+e.g. 1 for Fashion-MNIST) and the size the config's test pipeline gives its
+images (a resize or crop, or the dataset's own size, such as 28x28 for
+(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`);
+``--shape`` sets height and width instead. ``--depths`` picks depths of a
 preset only; options and configs may come in any order.
 
 Parameters are given twice: all of them, and the trainable ones (the 1x
@@ -34,6 +38,9 @@ Examples::
     python tools/analysis/get_flops.py --preset cifar \\
         --masks work_dirs/ela_r56_cifar100/ela_pruning.json
     python tools/analysis/get_flops.py configs/some_ela_config.py
+    python tools/analysis/get_flops.py \\
+        configs/fashion_mnist/resnet38_ela_fashion_mnist.py \\
+        --cfg-options model.backbone.depth=56
 """
 import argparse
 import json
@@ -44,10 +51,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import get_model_complexity_info
+from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from ..benchmark.workloads import input_shape, is_detector
 from .errors import ConfigError, user_errors
 
 # (preset, backbone type, depth, classes, input size, paper's params in M
@@ -81,9 +90,10 @@ def trainable(model: nn.Module) -> int:
 
 
 def complexity(model: nn.Module, image_size: Sequence[int],
-               inputs: Optional[tuple] = None) -> Tuple[int, int]:
-    """``(parameters, FLOPs)`` of one ``3 x H x W`` image (or ``inputs``);
-    all parameters, trainable or not."""
+               inputs: Optional[tuple] = None,
+               channels: int = 3) -> Tuple[int, int]:
+    """``(parameters, FLOPs)`` of one ``channels x H x W`` image (or
+    ``inputs``); all parameters, trainable or not."""
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)  # mmengine warns of every uncounted op
@@ -91,7 +101,7 @@ def complexity(model: nn.Module, image_size: Sequence[int],
         with torch.no_grad():
             result = get_model_complexity_info(
                 model.eval(), input_shape=None if inputs else
-                (3, *image_size), inputs=inputs, show_table=False,
+                (channels, *image_size), inputs=inputs, show_table=False,
                 show_arch=False)
     finally:
         logger.setLevel(level)
@@ -159,13 +169,18 @@ def preset_rows(preset: str, depths: Optional[Sequence[int]] = None,
 
 
 def config_rows(config: str, shape: Optional[Sequence[int]],
-                masks: Sequence[list] = ()) -> List[dict]:
-    """One row for the model of an mmpretrain or mmdet config."""
+                masks: Sequence[list] = (),
+                cfg_options: Optional[dict] = None) -> List[dict]:
+    """One row for the model of an mmpretrain or mmdet config (with
+    ``cfg_options`` merged in), at its input shape; ``shape`` sets height
+    and width."""
     from mmengine.config import Config
     from mmengine.registry import MODELS
     if not osp.isfile(config):
         raise ConfigError(f'config file {config} does not exist')
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model = MODELS.build(cfg.model)
     backbone = getattr(model, 'backbone', None)
@@ -177,19 +192,24 @@ def config_rows(config: str, shape: Optional[Sequence[int]],
     if getattr(backbone, 'layer_attention', None):
         counts = backbone.num_retrievals()
         label += f" ({counts['on']}/{counts['total']} retrievals kept)"
-    is_detector = hasattr(model, 'rpn_head') or hasattr(model, 'bbox_head')
-    default = (800, 1333) if is_detector else (32, 32) \
-        if 'CIFAR' in type(backbone).__name__ else (224, 224)
-    size = tuple(shape or default)
-    inputs = _detector_inputs(model, size) if is_detector else None
-    params, flops = complexity(model, size, inputs)
+    try:
+        channels, *size = input_shape(cfg, model)
+    except ValueError as e:
+        raise ConfigError(f'{config}: {e}') from None
+    size = tuple(shape or size)
+    inputs = _detector_inputs(model, size, channels) \
+        if is_detector(model) else None
+    params, flops = complexity(model, size, inputs, channels)
+    described = f'{size[0]}x{size[1]}' + (
+        '' if channels == 3 else f', {channels}-channel')
     return [dict(preset=None, model=label, depth=None, method=None,
                  params_m=params / 1e6, flops_g=flops / 1e9,
                  trainable_m=trainable(model) / 1e6,
-                 paper_params_m=None, input=f'{size[0]}x{size[1]}')]
+                 paper_params_m=None, input=described)]
 
 
-def _detector_inputs(model: nn.Module, size: Sequence[int]) -> tuple:
+def _detector_inputs(model: nn.Module, size: Sequence[int],
+                     channels: int = 3) -> tuple:
     """A detector's forward needs data samples with image shapes: bind them
     to ``forward`` and hand the analysis the image only."""
     from functools import partial
@@ -201,7 +221,7 @@ def _detector_inputs(model: nn.Module, size: Sequence[int]) -> tuple:
         batch_input_shape=padded, scale_factor=(1.0, 1.0)))
     model.forward = partial(model.forward, data_samples=[sample],
                             mode='tensor')
-    return (torch.zeros(1, 3, *padded), )
+    return (torch.zeros(1, channels, *padded), )
 
 
 def format_table(rows: List[dict]) -> str:
@@ -218,17 +238,21 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def _depths_last(argv: Sequence[str]) -> List[str]:
-    """Move ``--depths N [N ...]`` to the end of ``argv``, so that a config
-    after it is not read as one more depth."""
+def _lists_last(argv: Sequence[str]) -> List[str]:
+    """Move ``--depths N [N ...]`` and ``--cfg-options KEY=VALUE [...]`` to
+    the end of ``argv``, so that a config after them is not read as one more
+    depth or option."""
     argv = list(argv)
-    if '--depths' not in argv:
-        return argv
-    start = argv.index('--depths')
-    end = start + 1
-    while end < len(argv) and argv[end].lstrip('-').isdigit():
-        end += 1
-    return argv[:start] + argv[end:] + argv[start:end]
+    for flag, belongs in (('--depths', lambda a: a.lstrip('-').isdigit()),
+                          ('--cfg-options', lambda a: '=' in a)):
+        if flag not in argv:
+            continue
+        start = argv.index(flag)
+        end = start + 1
+        while end < len(argv) and belongs(argv[end]):
+            end += 1
+        argv = argv[:start] + argv[end:] + argv[start:end]
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,15 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--masks', nargs='+', default=[],
                         help='ela_pruning.json files for the ELA rows')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size for configs (default 224 224; '
-                        '32 32 for a CIFAR backbone, 800 1333 for detectors)')
+                        help="input size for configs (default: the size the "
+                        "config's test pipeline gives, e.g. 28 28 for "
+                        'Fashion-MNIST; else 224 224, 32 32 for a CIFAR '
+                        'backbone, 800 1333 for detectors); the channels '
+                        "are always the backbone's in_channels")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the configs, KEY=VALUE '
+                        'pairs as for tools/train.py, e.g. '
+                        'model.backbone.depth=56')
     return parser
 
 
 def parse_args(argv=None):
     parser = build_parser()
-    args = parser.parse_args(_depths_last(
+    args = parser.parse_args(_lists_last(
         sys.argv[1:] if argv is None else argv))
+    if args.cfg_options and not args.configs:
+        parser.error('--cfg-options changes configs; give one (presets '
+                     'take --depths and --masks)')
     if args.depths and not args.preset:
         if args.configs:
             parser.error('--depths picks depths of a --preset; a config is '
@@ -275,7 +309,8 @@ def main(argv=None) -> List[dict]:
         for preset in presets:
             rows += preset_rows(preset, args.depths, masks)
         for config in args.configs:
-            rows += config_rows(config, args.shape, masks)
+            rows += config_rows(config, args.shape, masks,
+                                args.cfg_options)
     print(format_table(rows))
     print('\nParams, all: every parameter; trainable: those not frozen '
           '(requires_grad). FLOPs: multiply-accumulates of convolutions and '

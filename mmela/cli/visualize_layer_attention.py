@@ -14,10 +14,15 @@ grey and their column stays empty in later rows. A block whose distribution
 is undefined (every weight underflowed to 0, e.g. a saturated gate) is
 hatched red and marked n/a instead of being left blank.
 
-Images are resized to ``--image-size`` (default 32x32 for a CIFAR backbone,
-224x224 otherwise) and normalised by the model's data preprocessor, or, for a
-model without one, with the ImageNet mean and std. ``--random N`` draws N
-random images instead, so a fresh model needs no data.
+Images have the channels of the backbone's stem (its ``in_channels``: image
+files are read in grey for 1, in colour for 3), are resized to
+``--image-size`` (default: the size the config's test pipeline gives its
+images, a resize or crop, or the dataset's own size such as 28x28 for
+(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`) and
+normalised by the model's data preprocessor, or, for a model without one,
+with the ImageNet mean and std. ``--random N`` draws N random images
+instead, so a fresh model needs no data. ``--cfg-options KEY=VALUE ...``
+changes the config as in ``tools/train.py``.
 
 The figure goes next to the checkpoint (``epoch_180.pth`` ->
 ``epoch_180_layer_attention.png``), or for a fresh model into
@@ -30,19 +35,23 @@ Examples::
         --checkpoint work_dirs/x/epoch_180.pth --images a.png b.png
     python tools/analysis/visualize_layer_attention.py CONFIG --random 4 \\
         --out attention.pdf --title 'ELA ResNet-56, CIFAR-100'
+    python tools/analysis/visualize_layer_attention.py \\
+        configs/fashion_mnist/resnet38_ela_fashion_mnist.py --random 4 \\
+        --cfg-options model.backbone.layer_attention=base
 """
 import argparse
 import math
 import os
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 from torch import Tensor, nn
 
+from ..benchmark.workloads import input_shape
 from .checkpoints import check_fits, read_state_dict
 from .errors import ConfigError, user_errors
 
@@ -52,15 +61,23 @@ KINDS = {'light': 'MRLA-L', 'base': 'MRLA-B'}
 PRUNED_COLOUR, UNDEFINED_COLOUR = '0.85', '#f2b8b5'
 
 
-def build_model(config: str, checkpoint: Optional[str] = None,
-                device: str = 'cpu') -> nn.Module:
-    """The config's model in eval mode, with the checkpoint's weights and
-    masks if given (a fresh, randomly initialised one otherwise). A
-    checkpoint that cannot be read or does not fit the model is a
-    :class:`ConfigError`."""
+def read_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """The config with ``cfg_options`` merged in."""
     if not osp.isfile(config):
         raise ConfigError(f'config file {config} does not exist')
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_model(config: Union[str, Config], checkpoint: Optional[str] = None,
+                device: str = 'cpu') -> nn.Module:
+    """The model of a config (a file or a read one) in eval mode, with the
+    checkpoint's weights and masks if given (a fresh, randomly initialised
+    one otherwise). A checkpoint that cannot be read or does not fit the
+    model is a :class:`ConfigError`."""
+    cfg = config if isinstance(config, Config) else read_config(config)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model = MODELS.build(cfg.model)
     if checkpoint:
@@ -95,33 +112,41 @@ def stage_names(backbone: nn.Module) -> List[str]:
     return [f'layer{i + 1}' for i in range(count)]
 
 
-def load_images(paths: Sequence[str], size: Sequence[int]) -> List[Tensor]:
-    """``uint8`` BGR ``(3, H, W)`` tensors, as OpenMMLab pipelines read them
-    (resized to ``size``)."""
+def load_images(paths: Sequence[str], size: Sequence[int],
+                channels: int = 3) -> List[Tensor]:
+    """``uint8`` ``(channels, H, W)`` tensors, as OpenMMLab pipelines read
+    them: BGR for 3 channels, grey for 1 (resized to ``size``)."""
     import mmcv
+    if channels not in (1, 3):
+        raise ConfigError(f'--images: image files have 1 or 3 channels, the '
+                          f'model takes {channels}; use --random')
     images = []
     for path in paths:
         if not osp.isfile(path):
             raise ConfigError(f'--images: {path} does not exist')
-        image = mmcv.imread(path, channel_order='bgr')
+        image = mmcv.imread(path, flag='color' if channels == 3 else
+                            'grayscale', channel_order='bgr')
         if image is None:
             raise ConfigError(f'--images: {path} is not an image file')
         image = mmcv.imresize(image, (size[1], size[0]))
+        if image.ndim == 2:
+            image = image[..., None]
         images.append(torch.from_numpy(image).permute(2, 0, 1).contiguous())
     return images
 
 
-def random_images(num: int, size: Sequence[int],
-                  seed: int = 0) -> List[Tensor]:
+def random_images(num: int, size: Sequence[int], seed: int = 0,
+                  channels: int = 3) -> List[Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return list(torch.randint(0, 256, (num, 3, *size), generator=gen,
+    return list(torch.randint(0, 256, (num, channels, *size), generator=gen,
                               dtype=torch.uint8))
 
 
 def preprocess(model: nn.Module, images: List[Tensor],
                device: str) -> Tensor:
     """A normalised batch: through the model's data preprocessor when it
-    normalises images, else BGR -> RGB and the ImageNet mean and std."""
+    normalises images, else BGR -> RGB and the ImageNet mean and std (their
+    average over the colours for other than 3 channels)."""
     preprocessor = getattr(model, 'data_preprocessor', None)
     if preprocessor is not None:
         inputs = preprocessor(dict(inputs=images), False)['inputs']
@@ -130,6 +155,8 @@ def preprocess(model: nn.Module, images: List[Tensor],
     batch = torch.stack(images).float()
     mean = torch.tensor(IMAGENET_MEAN_BGR).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD_BGR).view(1, 3, 1, 1)
+    if batch.shape[1] != 3:
+        return ((batch - mean.mean()) / std.mean()).to(device)
     return ((batch - mean) / std).flip(1).to(device)
 
 
@@ -319,7 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='average over N random images instead')
     parser.add_argument('--image-size', type=int, nargs=2,
                         metavar=('H', 'W'), help='resize images to H x W '
-                        '(default 32 32 for a CIFAR backbone, else 224 224)')
+                        "(default: the size the config's test pipeline "
+                        'gives, e.g. 28 28 for Fashion-MNIST; else 32 32 for '
+                        'a CIFAR backbone, 224 224 for the rest)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, KEY=VALUE '
+                        'pairs as for tools/train.py, e.g. '
+                        'model.backbone.layer_attention=base')
     parser.add_argument('--device', default='cpu',
                         help='device to run the model on (default: cpu)')
     parser.add_argument('--out', help='figure file; .png, .pdf or .svg '
@@ -347,12 +380,16 @@ def main(argv=None) -> List[np.ndarray]:
             raise ConfigError(
                 f'--checkpoint: {args.checkpoint} is a JSON file (a pruning '
                 f'report?); give the .pth checkpoint it was written with')
-        model = build_model(args.config, args.checkpoint, args.device)
+        cfg = read_config(args.config, args.cfg_options)
+        model = build_model(cfg, args.checkpoint, args.device)
         backbone = find_backbone(model)
-        size = args.image_size or (
-            (32, 32) if 'CIFAR' in type(backbone).__name__ else (224, 224))
-        images = random_images(args.random, size) if args.random else \
-            load_images(args.images, size)
+        try:
+            channels, *size = input_shape(cfg, model)
+        except ValueError as e:
+            raise ConfigError(f'{args.config}: {e}') from None
+        size = args.image_size or size
+        images = random_images(args.random, size, channels=channels) \
+            if args.random else load_images(args.images, size, channels)
     matrices = attention_matrices(
         backbone, preprocess(model, images, args.device))
     out = args.out or default_out(args.config, args.checkpoint)

@@ -19,8 +19,12 @@ report; given several files, each model takes the one whose masks fit it).
 Without masks that fit, ELA's row equals MRLA-L's and says so.
 
 Configs (mmpretrain or mmdet) are built as they are, from their
-``default_scope``; ``--shape`` sets the input (default 224x224; 32x32 for a
-CIFAR backbone, 800x1333 for detectors). ``--depths`` picks depths of a
+``default_scope``, with ``--cfg-options`` merged in as ``tools/train.py``
+does. Their input has the channels of the backbone's stem (``in_channels``,
+e.g. 1 for Fashion-MNIST) and the size the config's test pipeline gives its
+images (a resize or crop, or the dataset's own size, such as 28x28 for
+(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`);
+``--shape`` sets height and width instead. ``--depths`` picks depths of a
 preset only; options and configs may come in any order.
 
 Parameters are given twice: all of them, and the trainable ones (the 1x
@@ -34,6 +38,9 @@ Examples::
     python tools/analysis/get_flops.py --preset cifar \\
         --masks work_dirs/ela_r56_cifar100/ela_pruning.json
     python tools/analysis/get_flops.py configs/some_ela_config.py
+    python tools/analysis/get_flops.py \\
+        configs/fashion_mnist/resnet38_ela_fashion_mnist.py \\
+        --cfg-options model.backbone.depth=56
 """
 import warnings
 

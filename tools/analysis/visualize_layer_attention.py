@@ -14,10 +14,15 @@ grey and their column stays empty in later rows. A block whose distribution
 is undefined (every weight underflowed to 0, e.g. a saturated gate) is
 hatched red and marked n/a instead of being left blank.
 
-Images are resized to ``--image-size`` (default 32x32 for a CIFAR backbone,
-224x224 otherwise) and normalised by the model's data preprocessor, or, for a
-model without one, with the ImageNet mean and std. ``--random N`` draws N
-random images instead, so a fresh model needs no data.
+Images have the channels of the backbone's stem (its ``in_channels``: image
+files are read in grey for 1, in colour for 3), are resized to
+``--image-size`` (default: the size the config's test pipeline gives its
+images, a resize or crop, or the dataset's own size such as 28x28 for
+(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`) and
+normalised by the model's data preprocessor, or, for a model without one,
+with the ImageNet mean and std. ``--random N`` draws N random images
+instead, so a fresh model needs no data. ``--cfg-options KEY=VALUE ...``
+changes the config as in ``tools/train.py``.
 
 The figure goes next to the checkpoint (``epoch_180.pth`` ->
 ``epoch_180_layer_attention.png``), or for a fresh model into
@@ -30,6 +35,9 @@ Examples::
         --checkpoint work_dirs/x/epoch_180.pth --images a.png b.png
     python tools/analysis/visualize_layer_attention.py CONFIG --random 4 \\
         --out attention.pdf --title 'ELA ResNet-56, CIFAR-100'
+    python tools/analysis/visualize_layer_attention.py \\
+        configs/fashion_mnist/resnet38_ela_fashion_mnist.py --random 4 \\
+        --cfg-options model.backbone.layer_attention=base
 """
 import warnings
 
