@@ -1,7 +1,9 @@
 """The analysis tools on a user's own model: the input shape comes from the
-model and its config (a 1-channel Fashion-MNIST ResNet), and
-``--cfg-options`` changes the config."""
+model and its config (a 1-channel Fashion-MNIST ResNet), ``--cfg-options``
+changes the config, and the speed benchmark times a config's backbone and
+refuses masks of another network in one line."""
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,14 @@ def _built(config, **options):
     cfg.merge_from_dict(options)
     init_default_scope(cfg.default_scope)
     return cfg, MODELS.build(cfg.model)
+
+
+def _one_error_line(capsys, info):
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith('error: ')
+    return err
 
 
 # ------------------------------------------------------------ input shape
@@ -105,3 +115,69 @@ def test_visualize_draws_a_1_channel_config_with_cfg_options(tmp_path):
     matrices = visualize.main([FASHION_MNIST, '--images',
                                str(tmp_path / 'a.png'), '--out', str(out)])
     assert [m.shape for m in matrices] == [(4, 4)] * 3  # ResNet-38
+
+
+# ------------------------------------------------------------- benchmark
+def test_benchmark_times_a_config_backbone(tmp_path):
+    benchmark = _tool('benchmark_speed')
+    result = benchmark.main([
+        '--config', FASHION_MNIST, '--cfg-options', 'model.backbone.depth=20',
+        '--batch-size', '2', '--steps', '1', '--warmup', '0',
+        '--mask-iters', '1', '--no-op-count', '--out-dir', str(tmp_path)])
+    (record, ) = result['suites']
+    assert record['suite'] == 'resnet38_ela_fashion_mnist'
+    assert (record['channels'], record['image_size']) == (1, (28, 28))
+    (workload, ) = record['workloads']
+    assert workload['name'] == 'ELAResNetCIFAR-20'
+    rows = {row['method']: row for row in workload['rows']}
+    assert list(rows) == list(benchmark.METHODS)
+    assert rows['resnet']['retrievals_total'] is None
+    assert rows['ela-pruned']['label'] == 'ELA (all pruned, 0/6 kept)'
+    # The config's hook settings, on images of the config's shape.
+    assert 'synthetic 28x28 images, alpha=5.0, beta=1.0, tau=0.3' in \
+        workload['mask_source']
+    written = tmp_path / 'benchmark_resnet38_ela_fashion_mnist.json'
+    assert json.loads(written.read_text())['suites'][0]['channels'] == 1
+
+
+@pytest.mark.parametrize('suite', [False, True])
+def test_benchmark_refuses_masks_of_another_network_in_one_line(
+        tmp_path, capsys, suite):
+    benchmark = _tool('benchmark_speed')
+    report = tmp_path / 'ela_pruning.json'
+    report.write_text(json.dumps([dict(masks=[[1, 0], [1, 1], [0, 1]])]))
+    source = ['--suite', 'cifar', '--depths', '20', '56'] if suite else \
+        ['--config', FASHION_MNIST]
+    with pytest.raises(SystemExit) as info:
+        benchmark.main([*source, '--masks', str(report), '--batch-size', '2',
+                        '--steps', '1', '--warmup', '0',
+                        '--out-dir', str(tmp_path)])
+    err = _one_error_line(capsys, info)
+    model = 'ResNet-56' if suite else 'ELAResNetCIFAR-38'
+    assert f'--masks: {report} has masks of [2, 2, 2] blocks per stage, ' \
+        f'but {model} has [{6 if suite else 4}, ' in err
+    assert not list(tmp_path.glob('benchmark_*'))  # nothing timed
+
+
+def test_benchmark_config_errors_are_one_line(tmp_path, capsys):
+    benchmark = _tool('benchmark_speed')
+    common = ['--steps', '1', '--out-dir', str(tmp_path)]
+    stock = tmp_path / 'stock_resnet18.py'
+    stock.write_text(
+        f'_base_ = {FASHION_MNIST!r}\n'
+        "model = dict(backbone=dict(_delete_=True, type='ResNet_CIFAR', "
+        'depth=18, in_channels=1))\n')
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(['--config', str(stock), *common])
+    assert 'the backbone ResNet_CIFAR has no layer attention to time; use ' \
+        "its ELA variant (e.g. type='ELAResNet', 'ELAResNet_CIFAR'" in \
+        _one_error_line(capsys, info)
+    (tmp_path / 'bad.json').write_text('{}')
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(['--config', FASHION_MNIST, '--masks',
+                        str(tmp_path / 'bad.json'), *common])
+    assert 'is not a readable ela_pruning.json' in \
+        _one_error_line(capsys, info)
+    with pytest.raises(SystemExit) as info:
+        benchmark.parse_args(['--config', FASHION_MNIST, '--suite', 'cifar'])
+    assert info.value.code == 2

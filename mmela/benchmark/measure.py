@@ -282,7 +282,8 @@ class TrainingTimer(Hook):
 
 
 def hook_cost(backbone_cfg: dict, image_size: Sequence[int], batch_size: int,
-              iterations: int, pairs: int, device: str) -> dict:
+              iterations: int, pairs: int, device: str,
+              channels: int = 3) -> dict:
     """Time of epochs inside and outside a window.
 
     Epoch 1 warms up; then epochs 2, 4, ... are windows and 3, 5, ... are
@@ -297,7 +298,7 @@ def hook_cost(backbone_cfg: dict, image_size: Sequence[int], batch_size: int,
         train_probe(dict(backbone_cfg, layer_attention='light'), image_size,
                      batch_size, iterations, 2 * pairs + 1,
                      [ELAPruningHook(windows=windows, tau=0.0), timer],
-                     work_dir, device)
+                     work_dir, device, channels)
 
     def iteration_ms(epochs):
         return float(np.median([t for e in epochs

@@ -1,7 +1,8 @@
-"""The models the speed benchmark trains, per suite, the ELA masks it times
-them with (see ``tools/analysis/benchmark_speed.py`` for the suites), and
-the input a config's model takes.
+"""The models the speed benchmark trains, per suite or from a user's
+config, the input a config's model takes, and the ELA masks the benchmark
+times them with (see ``tools/analysis/benchmark_speed.py`` for the suites).
 """
+import copy
 import json
 import os.path as osp
 import tempfile
@@ -110,9 +111,9 @@ class Workload:
 
 
 def random_images(batch_size: int, image_size: Sequence[int],
-                  seed: int = 0) -> Tensor:
+                  seed: int = 0, channels: int = 3) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, 3, *image_size, generator=gen)
+    return torch.randn(batch_size, channels, *image_size, generator=gen)
 
 
 def workloads(suite: str, depths: Sequence[int], batch_size: int,
@@ -155,6 +156,44 @@ def workloads(suite: str, depths: Sequence[int], batch_size: int,
                          _detection_batch(images),
                          dict(type='mmdet.ELAResNet', depth=50))]
     raise ValueError(f'suite must be one of {list(SUITES)}, got {suite!r}')
+
+
+def config_workload(backbone_cfg: dict, name: str, num_classes: Optional[int],
+                    batch_size: int, input_shape: Sequence[int]) -> Workload:
+    """The backbone of a user's config: with a linear head and cross-entropy
+    (:class:`ClassifierLoss`) given ``num_classes`` (a classifier's head),
+    else the sum of its outputs' means (:class:`BackboneLoss`, as for a
+    detector's backbone), on random ``(C, H, W) = input_shape`` images.
+
+    Args:
+        backbone_cfg (dict): The config's ``model.backbone`` with the class
+            as ``type``, so it builds in any default scope; a ``Pretrained``
+            ``init_cfg`` is dropped (the weights stay random: no download).
+    """
+    backbone_cfg = copy.deepcopy(dict(backbone_cfg))
+    init_cfg = backbone_cfg.get('init_cfg')
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        del backbone_cfg['init_cfg']
+    channels, *image_size = input_shape
+    images = random_images(batch_size, image_size, channels=channels)
+    batch = (images, )
+    if num_classes:
+        batch += (torch.randint(0, num_classes, (batch_size, ),
+                                generator=torch.Generator().manual_seed(1)), )
+
+    def build(kind: Optional[str]) -> nn.Module:
+        from mmengine.registry import MODELS
+        backbone = MODELS.build(dict(backbone_cfg, layer_attention=kind))
+        return ClassifierLoss(backbone, num_classes) if num_classes \
+            else BackboneLoss(backbone)
+
+    return Workload('config', name, build, batch, backbone_cfg)
+
+
+def mask_lengths(workload: Workload) -> List[int]:
+    """Blocks per stage of the workload's backbone: the length of each
+    stage's mask."""
+    return [len(m) for m in workload.build('light').backbone.get_masks()]
 
 
 def _classifier_builder(backbone_cls, depth: int, num_classes: int):
@@ -204,15 +243,21 @@ def _detection_batch(images: Tensor, boxes_per_image: int = 5) -> tuple:
 
 def train_probe(backbone_cfg: dict, image_size: Sequence[int],
                  batch_size: int, iterations: int, max_epochs: int,
-                 hooks: list, work_dir: str, device: str) -> None:
+                 hooks: list, work_dir: str, device: str,
+                 channels: int = 3) -> None:
     """Train the probe classifier on ``device`` with mmengine's Runner and
-    ``hooks``."""
+    ``hooks``, on ``channels``-channel images."""
+    dataset = QuadrantImages(batch_size * iterations, image_size)
+    if channels != 3:
+        # Their grey value keeps the bright quadrant the label names.
+        dataset.images = dataset.images.mean(1, keepdim=True).repeat(
+            1, channels, 1, 1)
     runner = Runner(
         model=ToyELAClassifier(backbone_cfg),
         work_dir=work_dir,
         experiment_name=f'benchmark-{uuid.uuid4().hex[:8]}',
         train_dataloader=dict(
-            dataset=QuadrantImages(batch_size * iterations, image_size),
+            dataset=dataset,
             sampler=dict(type='DefaultSampler', shuffle=True),
             batch_size=batch_size, num_workers=0,
             collate_fn=dict(type='default_collate')),
@@ -233,14 +278,14 @@ def train_probe(backbone_cfg: dict, image_size: Sequence[int],
 
 def hook_masks(backbone_cfg: dict, image_size: Sequence[int],
                hook_params: dict, batch_size: int = 4, iterations: int = 4,
-               device: str = 'cpu') -> dict:
+               device: str = 'cpu', channels: int = 3) -> dict:
     """Run :class:`ELAPruningHook` for one one-epoch window on synthetic
     images and return its report (``masks``, ``retrievals_on``, ...)."""
     cfg = dict(backbone_cfg, layer_attention='light')
     with tempfile.TemporaryDirectory(prefix='ela-masks-') as work_dir:
         train_probe(cfg, image_size, batch_size, iterations, 1,
                      [dict(type='ELAPruningHook', windows=[1],
-                           **hook_params)], work_dir, device)
+                           **hook_params)], work_dir, device, channels)
         return load_report(osp.join(work_dir, REPORT_FILE))
 
 
@@ -251,6 +296,7 @@ def load_report(path: str) -> dict:
     if not reports or 'masks' not in reports[-1]:
         raise ValueError(f'{path} holds no pruning report with masks')
     return reports[-1]
+
 
 # The analysis tools run a config's model on random images of the shape its
 # data would have: the channels of the backbone's stem, and the height and

@@ -5,9 +5,12 @@ import logging
 import os
 import os.path as osp
 import sys
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
+from mmengine.registry import MODELS, init_default_scope
 from torch import Tensor
 
 from ..benchmark.measure import (build_variant, hook_cost,
@@ -15,17 +18,26 @@ from ..benchmark.measure import (build_variant, hook_cost,
                                  step_op_count, summarize)
 from ..benchmark.report import format_markdown, plot
 from ..benchmark.workloads import (IMPLS, METHODS, SUITE_SETTINGS, SUITES,
-                                   WITH_RETRIEVALS, hook_masks, load_report,
-                                   workloads)
-from ..models import layer_attention_impl
+                                   WITH_RETRIEVALS, Workload, config_workload,
+                                   hook_masks, input_shape, load_report,
+                                   mask_lengths, workloads)
+from ..models import LayerAttentionResNetBase, layer_attention_impl
 from ..utils.provenance import environment as provenance
+from .errors import ConfigError, user_errors
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Time training steps of ResNet, MRLA-B, MRLA-L and ELA.')
-    parser.add_argument('--suite', default='cifar',
-                        choices=[*SUITES, 'all'])
+    parser.add_argument('--suite', choices=[*SUITES, 'all'],
+                        help='built-in models to time (default: cifar, '
+                        'unless --config)')
+    parser.add_argument('--config', help='time the backbone of this '
+                        'mmpretrain or mmdet config instead of a suite, at '
+                        "the config's input shape")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of --config, KEY=VALUE '
+                        'pairs as for tools/train.py')
     parser.add_argument('--depths', type=int, nargs='+',
                         default=[20, 56, 110],
                         help='CIFAR depths (9n + 2)')
@@ -33,9 +45,11 @@ def parse_args(argv=None):
                         choices=METHODS)
     parser.add_argument('--batch-size', type=int,
                         help='default: 128 (cifar), 32 (r50-224), '
-                        '2 (r50-800, faster-rcnn)')
+                        '2 (r50-800, faster-rcnn); the batch size of the '
+                        "config's train_dataloader")
     parser.add_argument('--image-size', type=int, nargs=2,
-                        metavar=('H', 'W'), help='default: the suite\'s')
+                        metavar=('H', 'W'), help="default: the suite's; "
+                        "the size the config's test pipeline gives")
     parser.add_argument('--steps', type=int, default=20,
                         help='measured steps per method')
     parser.add_argument('--warmup', type=int, default=5,
@@ -76,6 +90,13 @@ def parse_args(argv=None):
                         help='window epochs (and as many outside)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
+    if args.config and args.suite:
+        parser.error('--config times the config\'s model instead of a '
+                     '--suite: give one of them')
+    if args.cfg_options and not args.config:
+        parser.error('--cfg-options changes --config; give one')
+    if not args.config:
+        args.suite = args.suite or 'cifar'
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available')
     if args.compile_mode and not args.compile:
@@ -98,72 +119,196 @@ def run_suite(suite: str, args) -> dict:
             'e.g. `--batch-size 1 --image-size 320 320`.')
         print(record['skipped'])
         return record
+    suite_workloads = workloads(suite, args.depths, batch_size, image_size)
+    probe_size = image_size if suite == 'cifar' else (224, 224)
+    record.update(_time_workloads(suite, suite_workloads, args, probe_size,
+                                  settings['hook']))
+    if args.hook_cost:
+        workload = workloads(suite, args.depths[-1:], batch_size,
+                             image_size)[0]
+        record['hook_cost'] = _hook_cost(suite, workload, image_size,
+                                         batch_size, args)
+    return record
+
+
+def run_config(args) -> dict:
+    """Time the backbone of ``args.config``'s model (with a linear head and
+    cross-entropy for a classifier, else the sum of its outputs' means) at
+    the config's input shape, with every method's layer attention."""
+    cfg = _read_config(args.config, args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    try:
+        model = MODELS.build(cfg.model)
+    except (KeyError, TypeError, ValueError, AssertionError) as e:
+        raise ConfigError(f'--config: {args.config}: its model does not '
+                          f'build: {e}') from None
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, LayerAttentionResNetBase):
+        raise ConfigError(
+            f'--config: {args.config}: the backbone '
+            f'{type(backbone).__name__} has no layer attention to time; use '
+            f"its ELA variant (e.g. type='ELAResNet', 'ELAResNet_CIFAR', "
+            f"'ELAResNetCIFAR')")
+    try:
+        channels, *size = input_shape(cfg, model)
+    except ValueError as e:
+        raise ConfigError(f'--config: {args.config}: {e}') from None
+    image_size = tuple(args.image_size or size)
+    loader = cfg.get('train_dataloader')
+    batch_size = args.batch_size or (loader or {}).get('batch_size') or 32
+    name = osp.splitext(osp.basename(args.config))[0]
+    depth = getattr(backbone, 'depth', None)
+    model_name = type(backbone).__name__ + (f'-{depth}' if depth else '')
+    # The class itself, so the probe classifier (in mmengine's scope) and
+    # the timed models build the config's backbone.
+    backbone_cfg = dict(cfg.model.backbone, type=type(backbone))
+    head = cfg.model.get('head')
+    num_classes = head.get('num_classes') if isinstance(head, dict) and \
+        hasattr(backbone, 'feat_dim') else None
+    workload = config_workload(backbone_cfg, model_name, num_classes,
+                               batch_size, (channels, *image_size))
+    del model
+    record = dict(suite=name, config=args.config, batch_size=batch_size,
+                  image_size=image_size, channels=channels)
+    probe_size = image_size if max(image_size) <= 224 else (224, 224)
+    record.update(_time_workloads(name, [workload], args, probe_size,
+                                  _hook_params(cfg, image_size), channels))
+    if args.hook_cost:
+        record['hook_cost'] = _hook_cost(name, workload, image_size,
+                                         batch_size, args, channels)
+    return record
+
+
+def _read_config(path: str, cfg_options: Optional[dict]) -> Config:
+    if not osp.isfile(path):
+        raise ConfigError(f'--config: config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _hook_params(cfg: Config, image_size: Sequence[int]) -> dict:
+    """The settings of the config's ELAPruningHook (but its windows), or
+    the paper's for CIFAR-sized images and for ImageNet-sized ones."""
+    for hook in cfg.get('custom_hooks') or []:
+        if isinstance(hook, dict) and str(hook.get('type', '')).rsplit(
+                '.', 1)[-1] == 'ELAPruningHook':
+            return {key: value for key, value in hook.items()
+                    if key not in ('type', 'windows')}
+    suite = 'cifar' if max(image_size) <= 64 else 'r50-224'
+    return dict(SUITE_SETTINGS[suite]['hook'])
+
+
+def _time_workloads(name: str, timed: List[Workload], args,
+                    probe_size: Sequence[int], hook_params: dict,
+                    channels: int = 3) -> dict:
+    """``impls`` and, per workload, the rows of every method and the ELA
+    masks they were timed with."""
     methods = [m for m in METHODS if m in args.methods]
     # Compiled, layer attention traces its reference implementation.
     impls = ['reference'] if args.compile else \
         args.impls or [layer_attention_impl(args.device)]
-    record['impls'] = impls
-    record['workloads'] = []
-    for workload in workloads(suite, args.depths, batch_size, image_size):
-        print(f'[{suite}] {workload.name}: ', end='', flush=True)
+    report = None
+    if 'ela' in methods and args.masks:
+        # Checked for every model before any is timed.
+        report = _read_report(args.masks)
+        for workload in timed:
+            _check_masks(report['masks'], workload, args.masks)
+    records = []
+    for workload in timed:
+        print(f'[{name}] {workload.name}: ', end='', flush=True)
         masks, mask_source = None, None
         if 'ela' in methods:
-            if args.masks:
-                report = load_report(args.masks)
-                mask_source = f'last report of {args.masks}'
-            else:
-                probe_size = image_size if suite == 'cifar' else (224, 224)
-                report = hook_masks(workload.backbone_cfg, probe_size,
-                                    settings['hook'],
-                                    iterations=args.mask_iters,
-                                    device=args.device)
-                mask_source = (
-                    f"ELAPruningHook, one window of "
-                    f"{report['iterations']} iterations on synthetic "
-                    f"{probe_size[0]}x{probe_size[1]} images, "
-                    f"alpha={settings['hook']['alpha']}, "
-                    f"beta={settings['hook']['beta']}, "
-                    f"tau={settings['hook']['tau']}")
-            masks = report['masks']
-        if args.compile:
-            # Every model's backbone shares one forward; start each workload
-            # with an empty cache so no recompilation limit is reached.
-            torch._dynamo.reset()
-        variants = [
-            build_variant(workload, method, masks, args.device, args.amp,
-                          args.channels_last, args.compile,
-                          args.compile_mode, impl, len(impls) > 1)
-            for method in methods
-            for impl in (impls if method in WITH_RETRIEVALS else [None])
-        ]
-        batch = _to_device(workload.batch, args.device, args.channels_last)
-        for variant in variants:
-            variant.saved_bytes = saved_activation_bytes(
-                variant, batch, args.device, args.amp)
-        measure_round_robin(variants, batch, args.device, args.amp,
-                            args.steps, args.warmup)
-        for variant in variants if args.op_count else ():
-            variant.step_ops = step_op_count(variant, batch, args.device,
-                                             args.amp)
-        rows = summarize(variants)
-        print(', '.join(
-            f"{r['method']}{'/' + r['impl'] if r['impl'] else ''} "
-            f"{r['median_ms']:.0f} ms {r['step_ops']} ops" for r in rows))
-        record['workloads'].append(dict(
+            masks, mask_source = _ela_masks(workload, args, report,
+                                            probe_size, hook_params,
+                                            channels)
+        rows = _time_methods(workload, methods, impls, masks, args)
+        records.append(dict(
             name=workload.name, rows=rows, mask_source=mask_source
             or 'none (ELA not measured)', masks=masks))
-        del variants
-    if args.hook_cost:
-        workload = workloads(suite, args.depths[-1:], batch_size,
-                             image_size)[0]
-        cost = hook_cost(workload.backbone_cfg, image_size, batch_size,
-                         args.hook_cost_iters, args.hook_cost_pairs,
-                         args.device)
-        record['hook_cost'] = dict(cost, model=workload.name)
-        print(f"[{suite}] hook cost: inside / outside a window = "
-              f"{cost['iter_ratio']:.3f} per iteration, "
-              f"{cost['epoch_ratio']:.3f} per epoch")
-    return record
+    return dict(impls=impls, workloads=records)
+
+
+def _read_report(path: str) -> dict:
+    try:
+        return load_report(path)
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        raise ConfigError(f'--masks: {path} is not a readable '
+                          f'ela_pruning.json ({e})') from None
+
+
+def _check_masks(masks, workload: Workload, path: str) -> None:
+    expected = mask_lengths(workload)
+    try:
+        given = [len(mask) for mask in masks]
+    except TypeError:
+        given = None
+    if given != expected:
+        raise ConfigError(
+            f'--masks: {path} has masks of {given} blocks per stage, but '
+            f'{workload.name} has {expected}: give the ela_pruning.json of '
+            f'a run of this network')
+
+
+def _ela_masks(workload: Workload, args, report: Optional[dict],
+               probe_size: Sequence[int], hook_params: dict,
+               channels: int) -> Tuple[list, str]:
+    """The ELA masks and where they come from: ``report`` (of
+    ``--masks``), or a short hook run on a classifier around the
+    workload's backbone."""
+    if report is not None:
+        return report['masks'], f'last report of {args.masks}'
+    report = hook_masks(workload.backbone_cfg, probe_size, hook_params,
+                        iterations=args.mask_iters, device=args.device,
+                        channels=channels)
+    settings = ', '.join(f'{key}={value}'
+                         for key, value in hook_params.items())
+    return report['masks'], (
+        f"ELAPruningHook, one window of {report['iterations']} iterations "
+        f'on synthetic {probe_size[0]}x{probe_size[1]} images, {settings}')
+
+
+def _time_methods(workload: Workload, methods: Sequence[str],
+                  impls: Sequence[str], masks, args) -> List[dict]:
+    """Train every method's model on the workload's batch, interleaved;
+    one row each (see :func:`mmela.benchmark.measure.summarize`)."""
+    if args.compile:
+        # Every model's backbone shares one forward; start each workload
+        # with an empty cache so no recompilation limit is reached.
+        torch._dynamo.reset()
+    variants = [
+        build_variant(workload, method, masks, args.device, args.amp,
+                      args.channels_last, args.compile,
+                      args.compile_mode, impl, len(impls) > 1)
+        for method in methods
+        for impl in (impls if method in WITH_RETRIEVALS else [None])
+    ]
+    batch = _to_device(workload.batch, args.device, args.channels_last)
+    for variant in variants:
+        variant.saved_bytes = saved_activation_bytes(
+            variant, batch, args.device, args.amp)
+    measure_round_robin(variants, batch, args.device, args.amp,
+                        args.steps, args.warmup)
+    for variant in variants if args.op_count else ():
+        variant.step_ops = step_op_count(variant, batch, args.device,
+                                         args.amp)
+    rows = summarize(variants)
+    print(', '.join(
+        f"{r['method']}{'/' + r['impl'] if r['impl'] else ''} "
+        f"{r['median_ms']:.0f} ms {r['step_ops']} ops" for r in rows))
+    return rows
+
+
+def _hook_cost(name: str, workload: Workload, image_size: Sequence[int],
+               batch_size: int, args, channels: int = 3) -> dict:
+    cost = hook_cost(workload.backbone_cfg, image_size, batch_size,
+                     args.hook_cost_iters, args.hook_cost_pairs,
+                     args.device, channels)
+    print(f"[{name}] hook cost: inside / outside a window = "
+          f"{cost['iter_ratio']:.3f} per iteration, "
+          f"{cost['epoch_ratio']:.3f} per epoch")
+    return dict(cost, model=workload.name)
 
 
 def _to_device(batch: tuple, device: str, channels_last: bool) -> tuple:
@@ -197,15 +342,19 @@ def main(argv=None) -> dict:
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     env = environment(args.device)
     suites = SUITES if args.suite == 'all' else (args.suite, )
+    with user_errors():
+        records = [run_config(args)] if args.config else \
+            [run_suite(suite, args) for suite in suites]
     result = dict(
         settings=dict(vars(args), command=' '.join(
             ['python tools/analysis/benchmark_speed.py'] +
             list(sys.argv[1:] if argv is None else argv))),
         environment=env,
-        suites=[run_suite(suite, args) for suite in suites])
+        suites=records)
     env['load_after'] = _load_average()
     os.makedirs(args.out_dir, exist_ok=True)
-    stem = osp.join(args.out_dir, f'benchmark_{args.suite}')
+    name = records[0]['suite'] if args.config else args.suite
+    stem = osp.join(args.out_dir, f'benchmark_{name}')
     with open(f'{stem}.json', 'w') as f:
         json.dump(result, f, indent=2)
     with open(f'{stem}.md', 'w') as f:

@@ -36,6 +36,18 @@ Suites:
   ``--suite all`` skips it on the CPU; ``--suite faster-rcnn`` runs it there
   anyway (pass small ``--image-size`` and ``--batch-size``).
 
+A config instead of a suite (``--config CONFIG``, with ``--cfg-options
+KEY=VALUE ...`` merged in as ``tools/train.py`` does): the backbone of the
+config's model (an ELA backbone, e.g. ``ELAResNet``, ``ELAResNet_CIFAR``,
+``ELAResNetCIFAR``), with a linear head and cross-entropy when the model has
+a classification head, else the sum of its outputs' means, on random images
+of the config's input shape (the backbone's ``in_channels``, and the size
+its test pipeline gives, e.g. 1x28x28 for Fashion-MNIST) at the batch size
+of its ``train_dataloader``, unless ``--image-size`` and ``--batch-size``
+say otherwise. ELA's short hook run takes the settings of the config's
+``ELAPruningHook``. ``--masks`` must come from a run of the same network:
+masks with other blocks per stage are refused with one ``error:`` line.
+
 Kernel launches: ``ops / step`` is the number of kernel-launching aten
 operators of one training step (forward, backward, SGD step with momentum and
 ``foreach=True``, as on CUDA), counted on the eager model with a
@@ -64,7 +76,8 @@ and compares the time per iteration inside and outside the windows; the first
 epoch is a warm-up.
 
 Writes ``benchmark_<suite>.md``, ``.json`` and ``.png`` (step time against
-depth per method, the layout of the paper's Fig. 4) to ``--out-dir``.
+depth per method, the layout of the paper's Fig. 4; ``benchmark_<config
+name>.*`` for a config) to ``--out-dir``.
 
 Examples::
 
@@ -74,6 +87,10 @@ Examples::
     # CPU, small
     python tools/analysis/benchmark_speed.py --suite cifar --batch-size 32 \\
         --steps 5 --warmup 2 --out-dir docs/benchmarks/cpu
+    # CPU, a config's model, with the masks of its run
+    python tools/analysis/benchmark_speed.py \\
+        --config configs/fashion_mnist/resnet38_ela_fashion_mnist.py \\
+        --masks work_dirs/resnet38_ela_fashion_mnist/ela_pruning.json
 """
 import warnings
 
