@@ -19,7 +19,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmela.cli import (ConfigError, apply_train_args, load_config,
+from mmela.cli import (ConfigError, ConfigErrors, apply_test_args,
+                       apply_train_args, load_config, parse_test_args,
                        parse_train_args, preflight)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -218,6 +219,65 @@ def test_training_without_data_is_one_error_line(tmp_path):
     assert not (tmp_path / 'wd').exists()
 
 
+def _user_config(tmp_path, text):
+    """A user's own config over ours (mmpretrain's FashionMNIST defaults:
+    download=True)."""
+    path = tmp_path / 'user_fashion_mnist.py'
+    path.write_text(f'_base_ = {config_path("plain")!r}\n' + text)
+    return path
+
+
+@pytest.mark.slow
+def test_a_wrong_data_root_offline_is_one_line_and_leaves_nothing(tmp_path):
+    """With download=True (mmpretrain's default) and no internet, pre-flight
+    says what to do instead of letting the dataset try a download: one
+    error line, exit status 2, no work dir and no data folder."""
+    data = tmp_path / 'data'
+    write_idx(data, 16, 16)
+    missing = tmp_path / 'typo'
+    config = _user_config(tmp_path, f"""
+train_dataloader = dict(dataset=dict(data_root={str(missing)!r},
+                                     download=True))
+val_dataloader = dict(dataset=dict(data_root={str(data)!r}))
+test_dataloader = dict(dataset=dict(data_root={str(data)!r}))
+""")
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'), str(config),
+         '--work-dir', str(tmp_path / 'wd')], capture_output=True, text=True,
+        cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        'error: train_dataloader.dataset.data_root: '), lines
+    assert 'cannot download it here' in lines[0]
+    assert f'prepare_fashion_mnist.sh {missing}' in lines[0]
+    assert not missing.exists() and not (tmp_path / 'wd').exists()
+
+
+@pytest.mark.parametrize('test_split', [dict(test_mode=False),
+                                        dict(split='test', test_mode=False)])
+def test_a_test_split_without_test_mode_is_refused(tmp_path, test_split):
+    """FashionMNIST reads its test files only with test_mode=True; without
+    it the test would silently run on the training images."""
+    write_idx(tmp_path / 'data', 16, 16)
+    config = _user_config(tmp_path, f'test_dataloader = dict(dataset=dict('
+                          f'**{test_split!r}))\n')
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'')
+    args = parse_test_args([str(config), str(ckpt), '--cfg-options',
+                            f'test_dataloader.dataset.data_root='
+                            f'{tmp_path / "data"}'])
+    cfg = load_config(args)
+    apply_test_args(cfg, args)
+    with pytest.raises(ConfigErrors) as error:
+        preflight(cfg, mode='test')
+    messages = [str(e) for e in error.value.errors]
+    assert any(m.startswith('test_dataloader.dataset: FashionMNIST reads its '
+                            'test images only with test_mode=True') and
+               'set test_dataloader.dataset.test_mode=True' in m
+               for m in messages), messages
+
+
 # ------------------------------------------------------------ end to end
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
@@ -305,3 +365,38 @@ def test_rethreshold_reproduces_the_checkpoints_masks(smoke):
             masks[int(match.group(1)) - 1][int(match.group(2))] = int(value)
     assert masks == recomputed['masks']
     assert sum(map(sum, masks)) == recomputed['retrievals_on'] < 12
+
+
+@pytest.mark.slow
+def test_full_data_experiment_smoke(tmp_path):
+    """tools/experiments/fashion_mnist_full.sh --smoke: every method, seed
+    0, at once, on tiny data it unpacks itself; a report with the runs'
+    provenance, and an archive without checkpoints."""
+    write_idx(tmp_path / 'src', 80, 64, compress=True)
+    archive = tmp_path / 'full.tar.gz'
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'experiments',
+                          'fashion_mnist_full.sh'), '--smoke', '--data',
+         str(tmp_path / 'src'), '--archive', str(archive),
+         str(tmp_path / 'runs')],
+        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+        env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = tmp_path / 'runs' / 'results'
+    md = (results / 'fashion_mnist_full.md').read_text()
+    assert 'SMOKE RUN' in md and '| ELA | 1 |' in md
+    run = json.loads((results / 'fashion_mnist_full' / 'ela_seed0.json')
+                     .read_text())
+    assert run['provenance']['commit']
+    assert run['hook']['windows'] == [[1, 1], [2, 2], [4, 4]] or \
+        run['hook']['windows'] == [(1, 1), (2, 2), (4, 4)]
+    assert [w['window'] for w in run['windows']] == [[1, 1], [2, 2], [4, 4]]
+    assert all(w['pairs'] and 'kl' in w['pairs'][0] for w in run['windows'])
+    assert set(run['splits']['test']['files']) == {
+        't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'}
+    assert run['layer_attention'] == ['MRLA-L fused on cpu']
+    import tarfile
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.endswith('fashion_mnist_full.md') for n in names)
+    assert not any(n.endswith('.pth') for n in names)

@@ -7,6 +7,8 @@ import copy
 import inspect
 import os
 import os.path as osp
+import socket
+import urllib.parse
 from typing import List, Optional, Tuple
 
 from mmengine.config import Config
@@ -56,8 +58,9 @@ def preflight(cfg: Config, mode: str) -> None:
     else:
         loaders = ['test_dataloader']
     for name in loaders:
-        collect(_check_dataset, (cfg.get(name) or {}).get('dataset'),
-                f'{name}.dataset')
+        dataset = (cfg.get(name) or {}).get('dataset')
+        collect(_check_dataset, dataset, f'{name}.dataset')
+        collect(_check_split, dataset, f'{name}.dataset', name)
         evaluator = name.replace('dataloader', 'evaluator')
         collect(_check_evaluator, cfg.get(evaluator), evaluator)
     if errors:
@@ -70,15 +73,84 @@ PREPARE_SCRIPTS = {
 }
 
 
-def _missing(path: str, key: str, dataset_type=None) -> ConfigError:
+def _missing(path: str, key: str, dataset_type=None, offline: str = '',
+             root: Optional[str] = None) -> ConfigError:
+    """``path`` does not exist: what to do. ``root``: the folder our
+    prepare script fills (default ``path``)."""
     where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
     script = PREPARE_SCRIPTS.get(dataset_type)
     if script:  # as the user can type it from where they are
         script = osp.relpath(osp.join(ROOT, script))
-    how = f'run bash {script} {path}, or ' if script else ''
-    return ConfigError(f'{key}: {path} does not exist{where}; {how}put the '
-                       f'data there or point the config at it, e.g. '
-                       f'--cfg-options {key}=PATH')
+    how = f'run bash {script} {root or path}, or ' if script else ''
+    return ConfigError(f'{key}: {path} does not exist{where}{offline}; '
+                       f'{how}put the data there or point the config at it, '
+                       f'e.g. --cfg-options {key}=PATH')
+
+
+def _file_names(dataset_type) -> List[str]:
+    """The files an MNIST-style dataset (mmpretrain's MNIST, FashionMNIST)
+    reads from its data_root, unpacked; [] for other datasets."""
+    dataset_cls = registered(DATASETS, dataset_type)
+    lists = [getattr(dataset_cls, name, None)
+             for name in ('train_list', 'test_list')]
+    if not all(isinstance(files, list) for files in lists):
+        return []
+    return [osp.splitext(name)[0] if name.endswith('.gz') else name
+            for files in lists for name, *_ in files]
+
+
+def _missing_files(dataset: dict, data_root: str) -> List[str]:
+    if not data_root:
+        return []
+    return [name for name in _file_names(dataset.get('type'))
+            if not osp.exists(osp.join(data_root, name))]
+
+
+_reachable_hosts = {}
+
+
+def _reachable(dataset: dict) -> bool:
+    """Whether the host the dataset downloads from answers (a TCP connect,
+    a few seconds at most): offline, a download would end in a long
+    ``URLError`` traceback and leave an empty folder behind."""
+    dataset_cls = registered(DATASETS, dataset.get('type'))
+    url = getattr(dataset_cls, 'url_prefix', None) or \
+        getattr(dataset_cls, 'url', None)
+    if not isinstance(url, str):
+        return True  # we cannot tell: let the dataset try
+    parsed = urllib.parse.urlparse(url)
+    host = parsed.hostname
+    port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+    if (host, port) not in _reachable_hosts:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            _reachable_hosts[host, port] = True
+        except OSError:
+            _reachable_hosts[host, port] = False
+    return _reachable_hosts[host, port]
+
+
+def _offline(dataset: dict) -> str:
+    if not _downloads(dataset) or _reachable(dataset):
+        return ''
+    return (f' and {dataset.get("type")} cannot download it here (its '
+            f'server does not answer)')
+
+
+def _check_split(dataset: Optional[dict], key: str, loader: str) -> None:
+    """MNIST-style datasets read their test files only with
+    ``test_mode=True`` and ignore ``split``: ``split='test'`` alone, or a
+    test loader without ``test_mode``, evaluates on the training images."""
+    if not dataset or not _file_names(dataset.get('type')):
+        return
+    test_mode = bool(dataset.get('test_mode', False))
+    if test_mode:
+        return
+    if dataset.get('split') == 'test' or loader == 'test_dataloader':
+        raise ConfigError(
+            f'{key}: {dataset.get("type")} reads its test images only with '
+            f"test_mode=True (it ignores split='test'), so this split would "
+            f'be the training images; set {key}.test_mode=True')
 
 
 def _check_dataset(dataset: Optional[dict], key: str) -> None:
@@ -95,9 +167,14 @@ def _check_dataset(dataset: Optional[dict], key: str) -> None:
     if backend != 'local' or is_remote(data_root):
         return
     if data_root and not osp.isdir(data_root):
-        if _downloads(dataset):  # e.g. mmpretrain's CIFAR (download=True)
-            return
-        raise _missing(data_root, f'{key}.data_root', dataset.get('type'))
+        if _downloads(dataset) and _reachable(dataset):
+            return  # e.g. mmpretrain's CIFAR fetches itself (download=True)
+        raise _missing(data_root, f'{key}.data_root', dataset.get('type'),
+                       _offline(dataset))
+    missing = _missing_files(dataset, data_root)
+    if missing and not (_downloads(dataset) and _reachable(dataset)):
+        raise _missing(osp.join(data_root, missing[0]), f'{key}.data_root',
+                       dataset.get('type'), _offline(dataset), data_root)
     paths = [('ann_file', dataset.get('ann_file'))]
     prefix = dataset.get('data_prefix')
     if isinstance(prefix, dict):
