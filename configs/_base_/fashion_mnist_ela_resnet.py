@@ -10,23 +10,20 @@
 #
 # Budget: tools/experiments/fashion_mnist.sh (4 methods x 3 seeds, trained,
 # validated once and tested, plus 2 first-window runs for the Table 4
-# ablation) must fit 2.5 h on the 2-core CPU. Measured here at batch 128 on
-# 28x28 (CPU seconds per iteration, one thread, while three other engineers
-# shared the machine, load average 7-10):
+# ablation) must fit about 2.5 h on a 2-core CPU. CPU seconds per iteration
+# at batch 128 on 28x28, one thread, on a loaded machine (load average
+# 7-10):
 #
 #   depth   plain   MRLA-B   MRLA-L
 #    20     0.86    1.67     1.45
 #    29     1.23    2.13     1.78
 #    38     1.37    2.72     2.37
 #
-# Wall clock, one thread, at load average ~4: 1.15 / 3.37 / 2.89 s for
-# ResNet-38. With two threads under that load it was 4-10x worse (10 s for
-# a plain ResNet-38 iteration: OpenMP threads wait for each other's time
-# slice), so the estimate assumed the experiment gets the machine to itself
-# (~90 min at batch 128; ~5 h on a machine shared as it was then).
-# Measured at the final batch 32 (2026-11-30, two threads, the machine
-# mostly to itself): 16-20 s per epoch for plain, 27-32 MRLA-B, 24-27
-# MRLA-L, 21-23 ELA, and 79 min for the whole experiment.
+# Two threads on a loaded 2-core machine were 4-10x slower than one (OpenMP
+# threads wait for each other's time slice), so the experiment wants the
+# machine to itself. At batch 32 (two threads, an otherwise idle machine):
+# 16-20 s per epoch for plain, 27-32 MRLA-B, 24-27 MRLA-L, 21-23 ELA, and
+# 79 min for the whole experiment.
 #
 # Depth: ResNet-38 (9n+2, n=4) is the smallest depth with more than one
 # adjacent pair per stage to rank (3 per stage, 9 in all). ResNet-20 has one

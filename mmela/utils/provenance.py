@@ -64,3 +64,25 @@ def environment(device: str = 'cpu') -> dict:
         cudnn=torch.backends.cudnn.version() if cuda else None,
         python=platform.python_version(),
         cpu_threads=torch.get_num_threads())
+
+
+def main(argv=None) -> None:
+    """``python -m mmela.utils.provenance OUT.json [--device cpu]``: write
+    :func:`environment` (and the layer-attention setting) to a file, e.g.
+    into a run's work dir when it starts."""
+    import argparse
+    import json
+
+    from ..models import layer_attention_setting
+    parser = argparse.ArgumentParser(description=main.__doc__.split('\n')[0])
+    parser.add_argument('out')
+    parser.add_argument('--device', default='cpu')
+    args = parser.parse_args(argv)
+    info = dict(environment(args.device),
+                layer_attention_setting=layer_attention_setting())
+    with open(args.out, 'w') as f:
+        json.dump(info, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -30,6 +30,15 @@
 #   FASHION_MNIST_DATA     data_root (default data/fashion_mnist)
 #   METHODS, SEEDS, ABLATION_SEEDS   override the runs (space-separated)
 #   RESULTS_DIR            where the report goes (default docs/results)
+#   EXPERIMENT             the configs (configs/EXPERIMENT/) and the report's
+#                          name (default fashion_mnist; fashion_mnist_full is
+#                          the full training set, see fashion_mnist_full.sh)
+#   SAMPLES                the sample count each split must hold (default:
+#                          train=2560 val=10000 test=10000, or the smoke's)
+#   PARALLEL=1             train (then test) every run at once, one process
+#                          each (for a GPU; timings then share the machine)
+#   TRAIN_TIMEOUT          seconds after which a training run is stopped (it
+#                          resumes from its last checkpoint when rerun)
 #   PYTHON                 interpreter (default .venv/bin/python if present)
 #   OMP_NUM_THREADS        torch threads per run (default: all cores; 1 in
 #                          the smoke version). On a machine other jobs share,
@@ -47,14 +56,21 @@ ROOT=${1:-work_dirs/fashion_mnist}
 DATA=${FASHION_MNIST_DATA:-data/fashion_mnist}
 METHODS=${METHODS:-plain mrla_base mrla_light ela}
 SEEDS=${SEEDS:-0 1 2}
-ABLATION_SEEDS=${ABLATION_SEEDS:-3 4}
+ABLATION_SEEDS=${ABLATION_SEEDS-3 4}  # set and empty: none
 if [ "$SMOKE" = 1 ]; then
     RESULTS_DIR=${RESULTS_DIR:-$ROOT/results}
 else
     RESULTS_DIR=${RESULTS_DIR:-docs/results}
 fi
-CONFIGS=configs/fashion_mnist
+EXPERIMENT=${EXPERIMENT:-fashion_mnist}
+CONFIGS=configs/$EXPERIMENT
 DEPTH=38
+PARALLEL=${PARALLEL:-0}
+if [ "$SMOKE" = 1 ]; then
+    SAMPLES=${SAMPLES:-train=64 val=16 test=64}
+else
+    SAMPLES=${SAMPLES:-train=2560 val=10000 test=10000}
+fi
 
 die() {
     echo "error: $*" >&2
@@ -62,8 +78,8 @@ die() {
 }
 
 for m in $METHODS; do
-    [ -f "$CONFIGS/resnet${DEPTH}_${m}_fashion_mnist.py" ] || \
-        die "METHODS: no config $CONFIGS/resnet${DEPTH}_${m}_fashion_mnist.py (methods: plain mrla_base mrla_light ela)"
+    [ -f "$CONFIGS/resnet${DEPTH}_${m}_${EXPERIMENT}.py" ] || \
+        die "METHODS: no config $CONFIGS/resnet${DEPTH}_${m}_${EXPERIMENT}.py (methods: plain mrla_base mrla_light ela)"
 done
 for s in $SEEDS $ABLATION_SEEDS; do
     [[ "$s" =~ ^[0-9]+$ ]] || die "SEEDS / ABLATION_SEEDS: '$s' is not a non-negative integer"
@@ -127,7 +143,12 @@ train() {
     mkdir -p "$wd"
     [ -f "$wd/last_checkpoint" ] && resume=(--resume)
     echo "[$name] training ${resume[*]:+${resume[*]} }(log: $wd/train.log)"
+    # What the run starts with: commit, torch, CPU, threads, device.
+    [ -f "$wd/provenance.json" ] || \
+        "$PYTHON" -m mmela.utils.provenance "$wd/provenance.json" ||
+        die "[$name] cannot record the run's provenance"
     logged "$wd/train.log" "$wd/train_seconds" \
+        ${TRAIN_TIMEOUT:+timeout -k 10 "$TRAIN_TIMEOUT"} \
         "$PYTHON" tools/train.py "$config" --work-dir "$wd" "${resume[@]}" \
         --cfg-options randomness.seed="$seed" "${DATA_OPTS[@]}" ||
         die "[$name] tools/train.py failed (exit $?); see $wd/train.log, fix it and rerun this command to resume"
@@ -164,18 +185,34 @@ check_masks() {
     }
 }
 
-for seed in $SEEDS; do
-    for m in $METHODS; do
-        config=$CONFIGS/resnet${DEPTH}_${m}_fashion_mnist.py
-        train "${m}_seed${seed}" "$config" "$seed"
-        test_run "${m}_seed${seed}" "$config"
-        [ "$m" != ela ] || check_masks "${m}_seed${seed}"
+# run METHOD SEED: train, test and (ELA) check one run.
+run() {
+    local config=$CONFIGS/resnet${DEPTH}_${1}_${EXPERIMENT}.py
+    train "${1}_seed${2}" "$config" "$2"
+    test_run "${1}_seed${2}" "$config"
+    [ "$1" != ela ] || check_masks "${1}_seed${2}"
+}
+
+if [ "$PARALLEL" = 1 ]; then
+    pids=()
+    for seed in $SEEDS; do
+        for m in $METHODS; do
+            run "$m" "$seed" &
+            pids+=($!)
+        done
     done
-done
+    failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ $failed = 0 ] || die "a run failed (see its error above); rerun this command to resume"
+else
+    for seed in $SEEDS; do
+        for m in $METHODS; do run "$m" "$seed"; done
+    done
+fi
 
 for seed in $ABLATION_SEEDS; do
     train "ela_window1_seed${seed}" \
-        "$CONFIGS/resnet${DEPTH}_ela_window1_fashion_mnist.py" "$seed"
+        "$CONFIGS/resnet${DEPTH}_ela_window1_${EXPERIMENT}.py" "$seed"
     check_masks "ela_window1_seed${seed}"
 done
 
@@ -187,6 +224,7 @@ for seed in $ABLATION_SEEDS; do ablation_runs+=("ela_window1_seed${seed}"); done
 
 "$PYTHON" tools/experiments/summarize_fashion_mnist.py "$ROOT" \
     --methods $METHODS --seeds $SEEDS --ablation-runs "${ablation_runs[@]}" \
-    --out-dir "$RESULTS_DIR" --config-dir "$CONFIGS" --depth "$DEPTH" \
+    --out-dir "$RESULTS_DIR" --name "$EXPERIMENT" --depth "$DEPTH" \
+    --samples $SAMPLES \
     $([ "$SMOKE" = 1 ] && echo --smoke)
 echo "$(date -u +%FT%TZ) summarized into $RESULTS_DIR" >> "$ROOT/progress.log"
