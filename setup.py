@@ -18,6 +18,10 @@ setup(
     extras_require={
         'det': ['mmcv>=2.0.0rc4,<2.2.0', 'mmdet>=3.0', 'pycocotools'],
         'cls': ['mmpretrain>=1.0'],
+        # tools/deployment and tools/analysis/benchmark_inference.py; the
+        # versions checked with torch 2.14.1 (docs/user_guides/deployment.md)
+        'deploy': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'onnxscript==0.7.2',
+                   'openvino==2026.4.1'],
     },
     license='Apache License 2.0',
 )

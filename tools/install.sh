@@ -22,6 +22,8 @@ TORCH="torch==2.14.1 torchvision==0.29.1"
 MMCV_VERSION=2.1.0
 STACK_PINNED="mmengine==0.10.7 mmdet==3.3.0 mmpretrain==1.2.0"
 STACK_OTHERS="scipy pycocotools matplotlib pytest"
+# Exporting and running exported models (setup.py's [deploy] extra).
+DEPLOY_PINNED="onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2 openvino==2026.4.1"
 # mmcv's setup.py needs pkg_resources, which setuptools removed in 81.
 SETUPTOOLS="setuptools==80.9.0"
 
@@ -76,6 +78,13 @@ for name in $STACK_OTHERS; do have "$name" || stack_ready=false; done
 if ! $stack_ready; then
   echo "[install] mmengine, mmdet, mmpretrain and friends"
   $pip install -q $STACK_PINNED $STACK_OTHERS
+fi
+
+deploy_ready=true
+for spec in $DEPLOY_PINNED; do have "${spec%%==*}" "${spec##*==}" || deploy_ready=false; done
+if ! $deploy_ready; then
+  echo "[install] onnx, onnxruntime, onnxscript, openvino"
+  $pip install -q $DEPLOY_PINNED
 fi
 
 # An editable install of *this* clone (another clone's would shadow it).
