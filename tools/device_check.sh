@@ -6,18 +6,21 @@
 #   bash tools/device_check.sh [--smoke] [--out DIR] [--archive FILE]
 #                              [--budget SECONDS] [--setup FILE]
 #
-# Stages, each logged to DIR/logs/<stage>.log and recorded in DIR/stages.tsv:
+# Stages, in order, each logged to DIR/logs/<stage>.log and recorded in
+# DIR/stages.tsv; on a lent machine the first four run while mmcv's CUDA
+# ops build (they need no compiled op):
 #   tests          the CUDA twins of the oracle and published-MRLA tests, for
 #                  both implementations ('fused', 'reference'), fp64 and AMP
+#   bench-r50-*    training-step times of plain, MRLA-B, MRLA-L, ELA (hook
+#                  masks) and ELA fully pruned, one row per implementation:
+#                  ResNet-50 224 batch 64 channels-last, fp32 and AMP
 #   compile-cifar  CIFAR ResNet-56, plain and MRLA-L, torch.compile'd
 #   train-fp32     tools/train.py configs/faster_rcnn_ela_r50_fpn_1x_coco.py,
 #   train-amp      30 iterations (3 epochs of 10, batch 2) on generated
 #                  800x1333 images, pruning windows at epochs 1 and 2 (AMP:
 #                  not in --smoke, mmengine's AMP needs a GPU)
-#   bench-*        training-step times of plain, MRLA-B, MRLA-L, ELA (hook
-#                  masks) and ELA fully pruned, one row per implementation:
-#                  ResNet-50 224 batch 64 channels-last fp32 and AMP, the
-#                  Faster R-CNN R50-FPN step at 800x1333 batch 2, CIFAR suite
+#   bench-frcnn    the same five methods: the Faster R-CNN R50-FPN step at
+#   bench-cifar    800x1333 batch 2, and the CIFAR suite
 #   compile-r50    ResNet-50, plain and MRLA-L, compiled (if time is left;
 #                  not in --smoke)
 #   summary        DIR/summary.json; its last line says whether 'fused'
@@ -29,7 +32,7 @@
 #
 # --setup FILE   on the lent GPU machine: shared/gpu/device_setup.sh (carried
 #                in .whl/). mmcv's CUDA build runs in the background while
-#                the stages that need only torch and mmengine run.
+#                the stages that need no compiled mmcv op run.
 # --archive FILE after every stage, pack DIR into FILE (what a lease's $OUT
 #                can bring back: few files).
 # --only A,B     run only these stages (a second lease after a partial run).
@@ -48,7 +51,7 @@ while [ $# -gt 0 ]; do
     --budget) budget=$2; shift ;;
     --setup) setup=$2; shift ;;
     --only) only=",$2,"; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "error: device_check.sh: unknown argument $1 (see --help)" >&2
        exit 2 ;;
   esac
@@ -62,23 +65,18 @@ export PYTHONUNBUFFERED=1
 SECONDS=0
 log() { echo "[device_check ${SECONDS}s] $*"; }
 
-# The stack: on the lent machine, what needs only torch and mmengine runs
-# while mmcv builds; elsewhere the current environment has everything.
+# The stack: on the lent machine, what needs no compiled mmcv op (the
+# tests, the ResNet-50 and CIFAR suites) runs on tools/misc/device_env.sh's
+# stack while mmcv's CUDA ops build for mmdet's detector; elsewhere the
+# current environment has everything.
 setup_pid=''
 if [ -n "$setup" ]; then
-  whl=$(cd "$(dirname "$setup")" && pwd)
-  $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/site-core "$whl"/mmengine-*.whl "$whl"/addict-*.whl \
-    "$whl"/yapf-*.whl "$whl"/termcolor-*.whl "$whl"/platformdirs-*.whl \
-    || { echo "error: device_check.sh: cannot install mmengine from $whl" >&2; exit 1; }
-  export PYTHONPATH=$root:/tmp/site-core
+  WHEELS=$(dirname "$setup") source tools/misc/device_env.sh \
+    || { echo "error: device_check.sh: cannot set up the wheels in $(dirname "$setup")" >&2; exit 1; }
   mkdir -p /tmp/device_check
   (source "$setup" > /tmp/device_check/setup.log 2>&1; echo $? > /tmp/device_check/setup.rc) &
   setup_pid=$!
-else
-  export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 fi
-
 if [ $smoke = 1 ]; then
   device=cpu
   out=${out:-$(mktemp -d /tmp/device_check.XXXXXX)}
@@ -156,10 +154,12 @@ else
 fi
 impls=(--impls fused reference)
 
-# ------------------------------------------------ torch + mmengine only
+# ------------------------------------------ no compiled mmcv op needed
 stage tests 60 240 run $python -m pytest -q -p no:cacheprovider \
   tests/test_layer_attention_oracle.py tests/test_published_mrla.py \
   -k "$tests_k" --junitxml "$out/tests.xml"
+stage bench-r50-fp32 45 120 bench r50-fp32 "${r50[@]}" "${impls[@]}" "${steps[@]}"
+stage bench-r50-amp 45 120 bench r50-amp "${r50[@]}" --amp $amp "${impls[@]}" "${steps[@]}"
 stage compile-cifar 120 200 bench cifar-compiled "${cifar_compiled[@]}" \
   --methods resnet mrla-l --compile "${steps[@]}"
 
@@ -176,13 +176,7 @@ if [ -n "$setup_pid" ]; then
     exit 1
   fi
   source "$setup" > /dev/null  # the environment; the build is done
-  # mmpretrain 1.2 imports its multimodal models whenever transformers >=
-  # 4.28 is installed, and they fail with transformers 5 (as on the lent
-  # machine): declare transformers absent to mmpretrain's version check.
-  mkdir -p /tmp/device_check/shim/transformers-0.0.dist-info
-  printf 'Metadata-Version: 2.1\nName: transformers\nVersion: 0.0\n' \
-    > /tmp/device_check/shim/transformers-0.0.dist-info/METADATA
-  export PYTHONPATH=/tmp/device_check/shim:$PYTHONPATH
+  export PYTHONPATH=$DEVICE_ENV_SHIM:$PYTHONPATH
   log "stack ready"
 fi
 
@@ -217,8 +211,6 @@ else
   stage train-amp 45 120 train amp --amp
 fi
 
-stage bench-r50-fp32 45 120 bench r50-fp32 "${r50[@]}" "${impls[@]}" "${steps[@]}"
-stage bench-r50-amp 45 120 bench r50-amp "${r50[@]}" --amp $amp "${impls[@]}" "${steps[@]}"
 stage bench-frcnn 60 150 bench faster-rcnn "${frcnn[@]}" "${impls[@]}" "${steps[@]}"
 stage bench-cifar 60 150 bench cifar "${cifar[@]}" "${impls[@]}" "${steps[@]}"
 if [ $smoke = 1 ]; then  # compile-cifar runs the compile path already
