@@ -44,12 +44,12 @@ def _one_error_line(capsys, info):
     ('imagenet/resnet50_ela_8xb32_in1k.py', (3, 224, 224)),
 ])
 def test_input_shape_comes_from_the_backbone_and_the_pipeline(config, shape):
-    from mmela.benchmark.workloads import input_shape
+    from mmela.utils.input_shape import input_shape
     assert input_shape(*_built(str(ROOT / 'configs' / config))) == shape
 
 
 def test_input_channels_follow_in_channels_and_refuse_another_preprocessor():
-    from mmela.benchmark.workloads import input_channels
+    from mmela.utils.input_shape import input_channels
     _, model = _built(FASHION_MNIST, **{'model.backbone.in_channels': 3})
     assert input_channels(model) == 3  # a 1-value mean serves 3 channels
     _, model = _built(FASHION_MNIST, **{
@@ -82,7 +82,7 @@ def test_input_channels_follow_in_channels_and_refuse_another_preprocessor():
     (dict(type='ImageNet', pipeline=[dict(type='PackInputs')]), None),
 ])
 def test_pipeline_size(dataset, size):
-    from mmela.benchmark.workloads import pipeline_size
+    from mmela.utils.input_shape import pipeline_size
     cfg = Config(dict(test_dataloader=dict(dataset=dataset)))
     assert pipeline_size(cfg) == size
 

@@ -19,9 +19,10 @@ from ..benchmark.measure import (build_variant, hook_cost,
 from ..benchmark.report import format_markdown, plot
 from ..benchmark.workloads import (IMPLS, METHODS, SUITE_SETTINGS, SUITES,
                                    WITH_RETRIEVALS, Workload, config_workload,
-                                   hook_masks, input_shape, load_report,
-                                   mask_lengths, workloads)
+                                   hook_masks, load_report, mask_lengths,
+                                   workloads)
 from ..models import LayerAttentionResNetBase, layer_attention_impl
+from ..utils.input_shape import input_shape
 from ..utils.provenance import environment as provenance
 from .errors import ConfigError, user_errors
 

@@ -23,7 +23,7 @@ Configs (mmpretrain or mmdet) are built as they are, from their
 does. Their input has the channels of the backbone's stem (``in_channels``,
 e.g. 1 for Fashion-MNIST) and the size the config's test pipeline gives its
 images (a resize or crop, or the dataset's own size, such as 28x28 for
-(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`);
+(Fashion-)MNIST; see :func:`mmela.utils.input_shape.input_shape`);
 ``--shape`` sets height and width instead. ``--depths`` picks depths of a
 preset only; options and configs may come in any order.
 
@@ -56,7 +56,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from ..benchmark.workloads import input_shape, is_detector
+from ..utils.input_shape import input_shape, is_detector
 from .errors import ConfigError, user_errors
 
 # (preset, backbone type, depth, classes, input size, paper's params in M

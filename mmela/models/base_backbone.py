@@ -29,8 +29,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
-from .layer_attention import (StageMemory, build_layer_attention,
-                              check_layer_attention)
+from .layer_attention import build_layer_attention, check_layer_attention
+from .stage_memory import StageMemory
 
 
 class IdentityRecorder(nn.Sequential):

@@ -18,7 +18,7 @@ Images have the channels of the backbone's stem (its ``in_channels``: image
 files are read in grey for 1, in colour for 3), are resized to
 ``--image-size`` (default: the size the config's test pipeline gives its
 images, a resize or crop, or the dataset's own size such as 28x28 for
-(Fashion-)MNIST; see :func:`mmela.benchmark.workloads.input_shape`) and
+(Fashion-)MNIST; see :func:`mmela.utils.input_shape.input_shape`) and
 normalised by the model's data preprocessor, or, for a model without one,
 with the ImageNet mean and std. ``--random N`` draws N random images
 instead, so a fresh model needs no data. ``--cfg-options KEY=VALUE ...``

@@ -1,6 +1,6 @@
 """Build every stock config of mmdet / mmpretrain whose backbone is a
-``ResNet``, ``ResNetV1c``, ``ResNetV1d`` or ``ResNeXt`` with that backbone
-switched to its ELA variant.
+``ResNet``, ``ResNetV1c``, ``ResNetV1d``, ``ResNeXt`` or (mmpretrain's CIFAR
+configs) ``ResNet_CIFAR`` with that backbone switched to its ELA variant.
 
 For each config shipped with the installed codebase (``<pkg>/.mim/configs``,
 ``_base_`` folders left out) whose model holds such a backbone (under any key
@@ -61,7 +61,7 @@ from torch import nn
 # mmcv do at import time; the warning is not actionable for users here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-STOCK_TYPES = ('ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNeXt')
+STOCK_TYPES = ('ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNeXt', 'ResNet_CIFAR')
 CODEBASES = ('mmdet', 'mmpretrain')
 
 
