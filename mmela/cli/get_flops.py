@@ -257,7 +257,8 @@ def _lists_last(argv: Sequence[str]) -> List[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='Parameters and FLOPs of ResNet, MRLA-L and ELA models.')
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('configs', nargs='*', help='mmpretrain / mmdet '
                         'configs to count (besides any --preset)')
     parser.add_argument('--preset', choices=['cifar', 'imagenet', 'all'],

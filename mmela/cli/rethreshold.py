@@ -93,8 +93,8 @@ def key_value(text: str) -> Tuple[str, float]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Print which retrievals other pruning methods and taus '
-        "would prune, from a run's ela_pruning.json, without retraining")
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run', help=f'work dir of the run, or its '
                         f'{REPORT_FILE}')
     parser.add_argument('--method', nargs='+', choices=PRUNING_METHODS,

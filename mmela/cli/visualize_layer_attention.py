@@ -333,8 +333,8 @@ def default_title(config: str, checkpoint: Optional[str], backbone,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='Heatmaps of layer-attention distributions per stage '
-        '(paper Fig. 2a).')
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='mmpretrain or mmdet config file')
     parser.add_argument('--checkpoint', help='checkpoint (.pth) whose '
                         'weights and retrieval masks to draw (default: a '
