@@ -39,6 +39,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from mmela.compat import allow_mmengine_checkpoint_types  # noqa: E402
 from mmela.models import (BaseLayerAttention,  # noqa: E402
                           LightLayerAttention, set_layer_attention_impl)
 
@@ -111,6 +112,9 @@ def load_checkpoint_file(path: str) -> dict:
     ``{'state_dict': ...}``)."""
     from mmengine.runner.checkpoint import _load_checkpoint
     require_file(path, 'checkpoint')
+    # A Runner's checkpoint holds mmengine's log buffers and numpy values
+    # beside the weights; the safe loader reads them once allowed.
+    allow_mmengine_checkpoint_types()
     try:
         checkpoint = _load_checkpoint(path, map_location='cpu',
                                       logger='silent')

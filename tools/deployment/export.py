@@ -40,6 +40,7 @@ status 2. The output is written to a temporary file next to ``--out`` and
 renamed once checked, so ``--out`` is never half-written.
 """
 import argparse
+import functools
 import os.path as osp
 import re
 import sys
@@ -116,6 +117,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 
+@functools.lru_cache(maxsize=1)
+def load_program(path: str) -> torch.export.ExportedProgram:
+    """The saved ``.pt2`` file, read once for the summary and the check."""
+    return torch.export.load(path)
+
+
 # ----------------------------------------------- what the graph holds
 _ATTENTION = re.compile(r'([\w.]*\.layer_attention)(?![\w])')
 
@@ -133,7 +140,7 @@ def graph_summary(path: str, fmt: str) -> Tuple[int, Set[str]]:
                     if p.key == 'pkg.torch.onnx.name_scopes']
         count = len(model.graph.node)
     else:
-        program = torch.export.load(path)
+        program = load_program(path)
         nodes = [n for n in program.graph.nodes if n.op == 'call_function']
         sources = list(program.state_dict)
         sources += [path for n in nodes
@@ -152,7 +159,7 @@ def runner(path: str, fmt: str):
             path, providers=['CPUExecutionProvider'])
         return lambda images: session.run(
             None, {INPUT_NAME: images.numpy()})
-    module = torch.export.load(path).module()
+    module = load_program(path).module()
 
     def run(images):
         with torch.no_grad():
