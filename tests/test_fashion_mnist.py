@@ -400,3 +400,43 @@ def test_full_data_experiment_smoke(tmp_path):
         names = tar.getnames()
     assert any(n.endswith('fashion_mnist_full.md') for n in names)
     assert not any(n.endswith('.pth') for n in names)
+
+
+@pytest.mark.slow
+def test_tuning_smoke_grid_variants_and_windows(tmp_path):
+    """tools/experiments/fashion_mnist_tune.sh --smoke on a small grid:
+    validation only (no test split read), the lr each method keeps, MRLA-B's
+    variants and the windows ablation with paired differences."""
+    write_idx(tmp_path / 'data', 80, 64)
+    env = dict(os.environ, FASHION_MNIST_SMOKE='1', PYTHON=sys.executable,
+               FASHION_MNIST_DATA=str(tmp_path / 'data'), LRS='0.05 0.1',
+               METHODS='plain mrla_base ela', WINDOW_SEEDS='0 1')
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'experiments',
+                          'fashion_mnist_tune.sh'), str(tmp_path / 'runs')],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = tmp_path / 'runs' / 'results'
+    summary = json.loads((results / 'fashion_mnist_tune.json').read_text())
+    assert set(summary['grid']) == {'plain', 'mrla_base', 'ela'}
+    assert all(set(row) == {'0.05', '0.1'} for row in summary['grid'].values())
+    assert {c['lr'] for c in summary['chosen'].values()} <= {'0.05', '0.1'}
+    assert {'norm0', 'norelu', 'default'} <= set(summary['mrla_base'])
+    stats = summary['windows']['stats']
+    assert set(stats) == {'1-4-7', '4-7', '7'}
+    assert 'vs_default' in stats['7'] and stats['7']['vs_default']['test'] \
+        == 'paired'
+    # The one-window runs pruned once, the default ones three times.
+    runs = tmp_path / 'runs'
+    lr = summary['windows']['lr']
+    reports = json.loads((runs / f'ela_windows7_lr{lr}_seed0' /
+                          'ela_pruning.json').read_text())
+    assert [r['window'] for r in reports] == [[7, 7]]
+    # No run read the test split.
+    logs = ''.join(p.read_text() for p in runs.glob('*/train.log'))
+    assert 'test split:' not in logs and 'train split:' in logs
+    # The variants ran as configured.
+    norelu = next(runs.glob('mrla_base_norelu_lr*'))
+    assert 'relu=False' in (norelu / 'train.log').read_text()
+    md = (results / 'fashion_mnist_tune.md').read_text()
+    assert '| ResNet (plain) |' in md and 'without the ReLU' in md

@@ -663,6 +663,13 @@ def test_base_ends_with_a_relu_and_light_does_not(la_impl):
         torch.nn.init.ones_(module.norm.weight)
         branch = module(x, x) - x
         assert bool((branch >= 0).all()) == clipped
+    # MRLA-B without it (an ablation): a single block's softmax over one key
+    # is 1, so its branch is the norm of its value, negative entries too.
+    module = BaseLayerAttention(64, relu=False)
+    torch.nn.init.ones_(module.norm.weight)
+    branch = module(x, x) - x
+    torch.testing.assert_close(branch, module.norm(module.value(x)))
+    assert bool((branch < 0).any())
 
 
 # ------------------------------------------------------------------ CUDA

@@ -361,8 +361,18 @@ class BaseLayerAttention(_LayerAttention):
     :class:`StageMemory`; a pruned block adds nothing, so later blocks never
     see it (it is dropped, not zero-filled). Both implementations run their
     convs and norm as modules, so hooks on them fire either way.
+
+    Args:
+        relu (bool): The published ReLU after the norm; False drops it (an
+            ablation). Default: True. Other arguments as MRLA-L's.
     """
     name = 'MRLA-B'
+
+    def __init__(self, channels: int, head_dim: int = 32,
+                 norm_cfg: Optional[dict] = None,
+                 drop_path_rate: float = 0., relu: bool = True):
+        super().__init__(channels, head_dim, norm_cfg, drop_path_rate)
+        self.relu = relu
 
     def _choose(self, device_type: str, memory: StageMemory) -> str:
         impl = super()._choose(device_type, memory)
@@ -392,7 +402,9 @@ class BaseLayerAttention(_LayerAttention):
         out = weighted_sum([v.unflatten(1, (self.num_heads, -1))
                             for _, v in memory.keys_values],
                            weights.unbind(-1)).flatten(1, 2)
-        return x + self.drop_path(F.relu(self.norm(out))), attention
+        out = self.norm(out)
+        return x + self.drop_path(F.relu(out) if self.relu else out), \
+            attention
 
     def forward_fused(self, x: Tensor, identity: Tensor,
                       memory: StageMemory) -> Tuple[Tensor, Tensor]:
@@ -407,6 +419,8 @@ class BaseLayerAttention(_LayerAttention):
         out, attention = BaseRetrievalFunction.apply(
             qk, value, memory.kv_buffer, self.num_heads, self.scale)
         out = self.norm(out)
+        if not self.relu:
+            return x + self.drop_path(out), attention
         if isinstance(self.drop_path, nn.Identity):
             return ReluResidualFunction.apply(x, out), attention
         return x + self.drop_path(F.relu(out)), attention
