@@ -156,7 +156,7 @@ impls=(--impls fused reference)
 
 # ------------------------------------------ no compiled mmcv op needed
 stage tests 60 240 run $python -m pytest -q -p no:cacheprovider \
-  tests/test_layer_attention_oracle.py tests/test_published_mrla.py \
+  tests/reference/test_layer_attention_oracle.py tests/reference/test_published_mrla.py \
   -k "$tests_k" --junitxml "$out/tests.xml"
 stage bench-r50-fp32 45 120 bench r50-fp32 "${r50[@]}" "${impls[@]}" "${steps[@]}"
 stage bench-r50-amp 45 120 bench r50-amp "${r50[@]}" --amp $amp "${impls[@]}" "${steps[@]}"

@@ -87,14 +87,24 @@ def _missing(path: str, key: str, dataset_type=None, offline: str = '',
                        f'e.g. --cfg-options {key}=PATH')
 
 
+def _mnist_style(dataset_cls) -> bool:
+    """mmpretrain's MNIST and its subclasses (FashionMNIST): their files lie
+    in data_root itself, and test_mode, not split, picks them."""
+    try:
+        from mmpretrain.datasets import MNIST
+    except ImportError:
+        return False
+    return isinstance(dataset_cls, type) and issubclass(dataset_cls, MNIST)
+
+
 def _file_names(dataset_type) -> List[str]:
-    """The files an MNIST-style dataset (mmpretrain's MNIST, FashionMNIST)
-    reads from its data_root, unpacked; [] for other datasets."""
+    """The files an MNIST-style dataset reads from its data_root, unpacked;
+    [] for other datasets."""
     dataset_cls = registered(DATASETS, dataset_type)
+    if not _mnist_style(dataset_cls):
+        return []
     lists = [getattr(dataset_cls, name, None)
              for name in ('train_list', 'test_list')]
-    if not all(isinstance(files, list) for files in lists):
-        return []
     return [osp.splitext(name)[0] if name.endswith('.gz') else name
             for files in lists for name, *_ in files]
 
@@ -110,14 +120,14 @@ _reachable_hosts = {}
 
 
 def _reachable(dataset: dict) -> bool:
-    """Whether the host the dataset downloads from answers (a TCP connect,
-    a few seconds at most): offline, a download would end in a long
-    ``URLError`` traceback and leave an empty folder behind."""
+    """For an MNIST-style dataset: whether the host it downloads from
+    answers (a TCP connect, a few seconds at most); offline, a download
+    would end in a long ``URLError`` traceback and leave an empty folder
+    behind. Other datasets are let try."""
     dataset_cls = registered(DATASETS, dataset.get('type'))
-    url = getattr(dataset_cls, 'url_prefix', None) or \
-        getattr(dataset_cls, 'url', None)
-    if not isinstance(url, str):
-        return True  # we cannot tell: let the dataset try
+    url = getattr(dataset_cls, 'url_prefix', None)
+    if not _mnist_style(dataset_cls) or not isinstance(url, str):
+        return True
     parsed = urllib.parse.urlparse(url)
     host = parsed.hostname
     port = parsed.port or (443 if parsed.scheme == 'https' else 80)

@@ -37,7 +37,7 @@ from typing import Optional
 IMPLEMENTATIONS = ('auto', 'fused', 'reference')
 ENV_VAR = 'MMELA_LA_IMPL'
 # Device types on which the fused code, as it is now, has passed the oracle
-# tests (tests/test_layer_attention_oracle.py, tests/test_published_mrla.py)
+# tests (tests/reference/test_layer_attention_oracle.py, tests/reference/test_published_mrla.py)
 # on that device.
 FUSED_VERIFIED_DEVICES = frozenset({'cpu'})
 

@@ -11,7 +11,7 @@ import torch
 
 from mmela.datasets import CLASSES, generate_shapes_coco
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/demo/faster_rcnn_ela_r18_fpn_shapes_demo.py')
 
 

@@ -1,4 +1,4 @@
-"""Parameter counts against the paper's tables (SPEC section 1), with models
+"""Parameter counts against the paper's Tables 1-3, with models
 built the way users build them: from mmpretrain / mmdet configs."""
 import pytest
 from mmengine.hub import get_config
@@ -47,7 +47,7 @@ def test_imagenet_classifier_params(depth, expected):
 
 
 # Stock mmdet config, the ELA detector's count from the paper, and what
-# layer attention adds over the stock detector (SPEC's ImageNet numbers:
+# layer attention adds over the stock detector (the paper's ImageNet numbers:
 # 25.7M - 25.56M for R50, 44.9M - 44.55M for R101). The paper's detector
 # counts are of trainable parameters: the 1x configs freeze the stem and the
 # first stage (frozen_stages=1, 0.23M), which is how the stock Faster R-CNN

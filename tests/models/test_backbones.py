@@ -483,7 +483,7 @@ def test_regnet_widths_that_32_does_not_divide_get_narrower_heads():
     ('mmpretrain', 'resnet/resnetv1d50_8xb32_in1k.py'),
 ])
 def test_stock_configs_build_with_their_ela_backbone(codebase, config):
-    tool = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+    tool = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                     'tools', 'misc', 'check_stock_configs.py')
     result = subprocess.run(
         [sys.executable, tool, codebase, '--filter', config, '--limit', '1'],

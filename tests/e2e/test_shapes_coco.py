@@ -14,7 +14,7 @@ from mmela.datasets import shapes_coco
 SMALL = dict(num_train=6, num_val=3, image_size=64, seed=0)
 SPLITS = ('train', 'val')
 SCRIPT = osp.join(
-    osp.dirname(__file__), '..', 'tools', 'misc', 'make_demo_data.py')
+    osp.dirname(__file__), '..', '..', 'tools', 'misc', 'make_demo_data.py')
 
 
 def ann_path(root, split):

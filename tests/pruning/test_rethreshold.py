@@ -3,7 +3,7 @@ tools/analysis/rethreshold.py (mmela/cli/rethreshold.py), on hand-written
 ELAPruningHook reports.
 
 The reproduction of a real run's masks (reports written by the hook during
-training) is tested in tests/test_fashion_mnist.py.
+training) is tested in tests/e2e/test_fashion_mnist.py.
 """
 import json
 

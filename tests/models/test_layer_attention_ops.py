@@ -1,4 +1,4 @@
-"""Kernel launches of layer attention (issue 11), counted with
+"""Kernel launches of layer attention, counted with
 :mod:`mmela.utils.op_count` on one training step of ELAResNetCIFAR."""
 import pytest
 import torch
@@ -48,9 +48,9 @@ def test_layer_attention_adds_few_kernels_per_block():
     plain = step_ops(20, None)
     light, base = step_ops(20, 'light'), step_ops(20, 'base')
     blocks = 6
-    # Issue 11: 36 extra ops per MRLA-L block before, 21 now, plus one per
-    # stage for the norms' batch counters (27 for a plain bottleneck block,
-    # which has three convs and norms).
+    # At most 21 extra ops per MRLA-L block, plus one per stage for the
+    # norms' batch counters (27 for a plain bottleneck block, which has
+    # three convs and norms).
     assert (light - plain - 3) / blocks <= 21
     assert (base - plain) / blocks <= 33
     # A fully pruned network launches what a plain one does.

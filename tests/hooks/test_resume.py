@@ -1,9 +1,7 @@
-"""kill -9 in the middle of a window, then --resume: the resumed run ends with
-the uninterrupted run's reports, masks and weights, bit for bit, with random
-augmentation (numpy, Python and torch draws), with and without (persistent)
-workers, in one process and with 2 gloo ranks; with ELAPruningHook alone in
-the config (it adds ExactResumeHook itself), through the toy runner and
-through tools/train.py."""
+"""--resume: mmengine's checkpoints under torch.load's weights-only default,
+and kill -9 in the middle of a window then --resume ending exactly as the
+uninterrupted run.
+"""
 import json
 import os
 import signal
@@ -12,9 +10,65 @@ import sys
 
 import pytest
 
-from toy_runner import free_port, read_logs
+from toy_runner import build_runner, free_port, read_logs
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+
+# ----------------------------------------------------------------------
+# --resume with torch >= 2.6 (torch.load's weights_only default).
+
+
+def test_checkpoint_saves_and_resumes(tmp_path):
+    runner = build_runner(work_dir=tmp_path, max_epochs=2)
+    runner.train()
+    ckpt = tmp_path / 'epoch_2.pth'
+    assert ckpt.exists()
+
+    resumed = build_runner(work_dir=tmp_path, max_epochs=3, resume=True)
+    resumed.train()
+    assert resumed.epoch == 3
+    assert (tmp_path / 'epoch_3.pth').exists()
+
+    # Without mmela's allow-list the default safe loader refuses mmengine's
+    # checkpoints (importing mmela alone does not install it); with it, they
+    # load. (Subprocesses: the allow-list is process-wide once installed.)
+    load = f'import torch; torch.load({str(ckpt)!r})'
+    for prefix in ('', 'import mmela; '):
+        plain = subprocess.run([sys.executable, '-c', prefix + load],
+                               capture_output=True, text=True)
+        assert plain.returncode != 0 and 'weights_only' in plain.stderr
+    fixed = subprocess.run(
+        [sys.executable, '-c', 'from mmela.compat import allow_mmengine_'
+         'checkpoint_types as allow; allow(); ' + load],
+        capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def test_the_getattr_stand_in_allows_only_history_buffer_methods():
+    import pickle
+
+    import pytest
+    from mmengine.logging import HistoryBuffer
+
+    from mmela.compat import _history_buffer_method
+    assert _history_buffer_method(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    for owner, name in [(HistoryBuffer, '__init__'), (HistoryBuffer, 'nope'),
+                        (pickle, 'loads')]:
+        with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
+            _history_buffer_method(owner, name)
+
+
+# ----------------------------------------------------------------------
+# kill -9 in the middle of a window, then --resume: the resumed run ends with
+# the uninterrupted run's reports, masks and weights, bit for bit, with random
+# augmentation (numpy, Python and torch draws), with and without (persistent)
+# workers, in one process and with 2 gloo ranks; with ELAPruningHook alone in
+# the config (it adds ExactResumeHook itself), through the toy runner and
+# through tools/train.py.
+
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
+
+
 TOY_RUNNER = os.path.join(HERE, 'toy_runner.py')
 
 
@@ -139,7 +193,7 @@ def test_a_users_config_with_only_the_pruning_hook_resumes_exactly(
     alone), random crop and flip, killed with SIGKILL in the middle of its
     window by tools/train.py, then --resume: the uninterrupted run's
     ela_pruning.json, to the last bit of every divergence."""
-    from test_tools import tiny_classification
+    from tool_cases import tiny_classification
     config = tiny_classification(tmp_path)
     with open(config, 'a') as f:
         f.write("""
@@ -179,4 +233,3 @@ randomness = dict(seed=0)
     log = read_logs(tmp_path / 'cut')
     assert 'ELAPruningHook: added ExactResumeHook' in log
     assert 'resumed after epoch 1' in log
-

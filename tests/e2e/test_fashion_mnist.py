@@ -1,5 +1,5 @@
-"""Issue 9 on tiny idx files written here (CI needs no Debian package and no
-download): the data preparation script, the Fashion-MNIST configs and their
+"""The Fashion-MNIST experiment on tiny idx files written here (CI needs no
+Debian package and no download): the data preparation script, the Fashion-MNIST configs and their
 splits, the pre-flight error without data and, marked slow, the experiment
 script's smoke version end to end (train, prune, test, re-threshold,
 summarize), whose ELA run's ela_pruning.json the re-threshold tool must turn
@@ -23,7 +23,7 @@ from mmela.cli import (ConfigError, ConfigErrors, apply_test_args,
                        apply_train_args, load_config, parse_test_args,
                        parse_train_args, preflight)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PREPARE = osp.join(ROOT, 'tools', 'misc', 'prepare_fashion_mnist.sh')
 EXPERIMENT = osp.join(ROOT, 'tools', 'experiments', 'fashion_mnist.sh')
 CONFIG_DIR = osp.join(ROOT, 'configs', 'fashion_mnist')

@@ -1,5 +1,5 @@
 """Every config under configs/ builds (no data on disk needed), ELA configs
-carry the paper's ELAPruningHook settings (SPEC section 4), and the detection
+carry the paper's ELAPruningHook settings (Section 4), and the detection
 configs take standard ResNet checkpoints for their backbone."""
 import copy
 import glob
@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import HOOKS, MODELS, init_default_scope
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs')
 CONFIGS = sorted(
     osp.relpath(path, CONFIG_DIR)
@@ -34,7 +34,7 @@ CIFAR = [
     for depth in (20, 56, 110)
     for kind in ('ela', 'mrla_light', 'mrla_base', 'plain')
 ]
-# SPEC section 4: (windows as the hook parses them, alpha, beta, tau, epochs)
+# Paper Section 4: (windows as the hook parses them, alpha, beta, tau, epochs)
 PAPER_SCHEDULES = {
     'coco': ([(1, 1), (7, 7)], 2.0, 5.0, 0.2, 12),
     'in1k': ([(1, 3), (51, 53)], 2.0, 5.0, 0.25, 100),
@@ -59,7 +59,7 @@ def _ela_hooks(cfg):
             if h['type'] == 'ELAPruningHook']
 
 
-def test_the_issue_configs_are_all_there():
+def test_the_papers_configs_are_all_there():
     missing = set(DETECTION + IMAGENET + CIFAR) - set(CONFIGS)
     assert not missing
 
@@ -77,7 +77,8 @@ def test_config_builds(name):
     model = MODELS.build(model_cfg)
     backbone = model.backbone
     assert type(backbone).__name__ == (
-        'ELAResNetCIFAR' if name.startswith(('cifar/', 'fashion_mnist/'))
+        'ELAResNetCIFAR' if name.startswith(
+            ('cifar/', 'fashion_mnist/', 'fashion_mnist_full/'))
         else 'ELAResNet')
     # The config's codebase's own ResNet (or the paper's CIFAR ResNet).
     if type(backbone).__name__ == 'ELAResNet':
@@ -99,8 +100,8 @@ def test_ela_configs_prune_with_the_paper_settings(name):
     assert len(hooks) == 1
     # ... and resume replays the augmentation (exact masks after a crash).
     assert [h['type'] for h in cfg.custom_hooks].count('ExactResumeHook') == 1
-    if name.startswith(('demo/', 'fashion_mnist/')):
-        return  # own short schedules (tests/test_fashion_mnist.py)
+    if name.startswith(('demo/', 'fashion_mnist/', 'fashion_mnist_full/')):
+        return  # own short schedules (tests/e2e/test_fashion_mnist.py)
     windows, alpha, beta, tau, epochs = PAPER_SCHEDULES[_task(name)]
     hook = HOOKS.build(hooks[0])
     assert type(hook).__name__ == 'ELAPruningHook'

@@ -3,7 +3,7 @@ is not the expected one.
 
 The runner here is a stand-in with the attributes the hook reads; the hook
 inside a real mmengine Runner is exercised by the Fashion-MNIST smoke
-experiment (tests/test_fashion_mnist.py, marked slow, run in CI), whose
+experiment (tests/e2e/test_fashion_mnist.py, marked slow, run in CI), whose
 summary checks the logged sizes."""
 from types import SimpleNamespace
 

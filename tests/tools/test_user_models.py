@@ -12,7 +12,7 @@ from mmengine.config import Config
 
 pytest.importorskip('mmpretrain')
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FASHION_MNIST = str(ROOT / 'configs' / 'fashion_mnist' /
                     'resnet38_ela_fashion_mnist.py')
 
