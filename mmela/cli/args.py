@@ -2,9 +2,21 @@
 of mmdet's and mmpretrain's own tools."""
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from mmengine.config import DictAction
+
+from .errors import ConfigError, print_errors
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error:`` line and exit status
+    2, as the tools' other errors."""
+
+    def error(self, message):
+        print_errors([ConfigError(f'{message} (see --help)')])
+        sys.exit(2)
 
 
 def _parser(description: str) -> argparse.ArgumentParser:

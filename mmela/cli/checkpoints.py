@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..deployment.strip import stripped_prefixes
 from ..models import is_layer_attention_key
 from .config import is_remote
 from .errors import ConfigError, ConfigErrors
@@ -207,7 +208,11 @@ def check_fits(model: nn.Module, state: Dict[str, Tensor], path: str,
             may differ (fine-tuning to another number of classes).
     """
     own = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(own) - set(state), key=_natural)
+    # A deploy checkpoint (tools/deployment/strip_pruned.py) lacks the
+    # weights of pruned retrievals, whose masks say so; the model loads it.
+    stripped = tuple(stripped_prefixes(state))
+    missing = sorted((k for k in set(own) - set(state)
+                      if not k.startswith(stripped)), key=_natural)
     unexpected = sorted(set(state) - set(own), key=_natural)
     reshaped = sorted((k for k in set(own) & set(state)
                        if tuple(own[k]) != tuple(state[k].shape)),

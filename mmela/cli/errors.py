@@ -5,6 +5,7 @@ import os
 import sys
 from typing import Iterator, List
 
+from ..deployment.model import DeployError
 from ..hooks import ELAPruningError
 
 
@@ -23,13 +24,14 @@ class ConfigErrors(ConfigError):
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a :class:`ConfigError` into ``error:`` lines on stderr (one per
-    problem) and exit status 2 (argparse's status for bad usage), and an
+    """Turn a :class:`ConfigError` (or a deployment tool's ``DeployError``)
+    into ``error:`` lines on stderr (one per problem) and exit status 2
+    (argparse's status for bad usage), and an
     :class:`ELAPruningError` raised while training (a diverged loss, a window
     with nothing to measure) into one ``error:`` line and exit status 1."""
     try:
         yield
-    except ConfigError as e:
+    except (ConfigError, DeployError) as e:
         print_errors(getattr(e, 'errors', [e]))
         sys.exit(2)
     except ELAPruningError as e:

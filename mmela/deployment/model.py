@@ -1,4 +1,4 @@
-"""What the deployment tools share: a config's model with its checkpoint's
+"""Deploying a trained (ELA) model: a config's model with its checkpoint's
 masks, the part of it that is exported, the exporters (ONNX and
 torch.export), and writing a file whole or not at all.
 
@@ -18,61 +18,27 @@ here, whatever ``MMELA_LA_IMPL`` says, and :func:`drop_pruned_retrievals`
 removes the modules of pruned retrievals, so neither their operators nor
 their weights reach an exported graph.
 """
-import argparse
 import contextlib
 import os
 import os.path as osp
 import re
-import sys
 import tempfile
-import warnings
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils._sympy.numbers import int_oo  # torch.export's "no limit"
 
-# setuptools >= 80 warns on every import of pkg_resources, which mmengine and
-# mmcv do at import time; the warning is not actionable for users here.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from mmela.compat import allow_mmengine_checkpoint_types  # noqa: E402
-from mmela.models import (BaseLayerAttention,  # noqa: E402
-                          LightLayerAttention, set_layer_attention_impl)
+from ..compat import allow_mmengine_checkpoint_types
+from ..models import (BaseLayerAttention, LightLayerAttention,
+                      set_layer_attention_impl)
 
 CODEBASES = ('mmpretrain', 'mmdet')
 INPUT_NAME = 'images'
 
 
-class DeployError(Exception):
+class DeployError(ValueError):
     """A problem with the user's input, said in one line."""
-
-
-def print_error(error: Exception) -> None:
-    print('error: ' + ' '.join(str(error).split()), file=sys.stderr)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error:`` line, as the tools'
-    other errors."""
-
-    def error(self, message):
-        print_error(DeployError(f'{message} (see --help)'))
-        sys.exit(2)
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a :class:`DeployError` into one ``error:`` line on stderr and
-    exit status 2."""
-    try:
-        yield
-    except DeployError as e:
-        print_error(e)
-        sys.exit(2)
 
 
 # ------------------------------------------------------------ files
