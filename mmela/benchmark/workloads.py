@@ -35,7 +35,7 @@ WITH_RETRIEVALS = ('mrla-b', 'mrla-l', 'ela')
 
 # Per suite: default batch and image size, classes of the head (None: a
 # backbone or detector loss), and the paper's EBQM settings for the hook run
-# that yields the ELA masks (SPEC section 4).
+# that yields the ELA masks (paper Section 4).
 SUITE_SETTINGS = {
     'cifar': dict(batch_size=128, image_size=(32, 32), num_classes=100,
                   hook=dict(alpha=5.0, beta=1.0, tau=0.3)),
