@@ -117,6 +117,7 @@ from ..benchmark.workloads import (IMPLS, METHODS, SUITE_SETTINGS, SUITES,
 from ..models import LayerAttentionResNetBase, layer_attention_impl
 from ..utils.input_shape import input_shape
 from ..utils.provenance import environment as provenance
+from .config import read_config
 from .errors import ConfigError, user_errors
 
 
@@ -230,7 +231,7 @@ def run_config(args) -> dict:
     """Time the backbone of ``args.config``'s model (with a linear head and
     cross-entropy for a classifier, else the sum of its outputs' means) at
     the config's input shape, with every method's layer attention."""
-    cfg = _read_config(args.config, args.cfg_options)
+    cfg = read_config(args.config, args.cfg_options, flag='--config: config file')
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     try:
         model = MODELS.build(cfg.model)
@@ -272,15 +273,6 @@ def run_config(args) -> dict:
         record['hook_cost'] = _hook_cost(name, workload, image_size,
                                          batch_size, args, channels)
     return record
-
-
-def _read_config(path: str, cfg_options: Optional[dict]) -> Config:
-    if not osp.isfile(path):
-        raise ConfigError(f'--config: config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def _hook_params(cfg: Config, image_size: Sequence[int]) -> dict:

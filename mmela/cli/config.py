@@ -4,6 +4,7 @@ rules."""
 import argparse
 import ast
 import os.path as osp
+from typing import Optional
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -14,17 +15,26 @@ from .errors import ConfigError
 SCOPES = ('mmdet', 'mmpretrain')
 
 
+def read_config(path: str, cfg_options: Optional[dict] = None,
+                flag: str = 'config file') -> Config:
+    """The config at ``path`` with ``--cfg-options`` merged in; a missing
+    file, or a syntax error (with its file and line), is a
+    :class:`ConfigError`."""
+    if not osp.isfile(path):
+        raise ConfigError(f'{flag} {path} does not exist')
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as e:
+        raise _syntax_error(path, e) from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Read the config, merge ``--cfg-options``, set the work dir and the
     launcher, and make the config's scope the default one."""
-    if not osp.isfile(args.config):
-        raise ConfigError(f'config file {args.config} does not exist')
-    try:
-        cfg = Config.fromfile(args.config)
-    except SyntaxError as e:
-        raise _syntax_error(args.config, e) from None
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = read_config(args.config, args.cfg_options)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ConfigError(

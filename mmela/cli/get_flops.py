@@ -45,7 +45,6 @@ Examples::
 import argparse
 import json
 import logging
-import os.path as osp
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -57,6 +56,7 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 from ..utils.input_shape import input_shape, is_detector
+from .config import read_config
 from .errors import ConfigError, user_errors
 
 # (preset, backbone type, depth, classes, input size, paper's params in M
@@ -174,13 +174,8 @@ def config_rows(config: str, shape: Optional[Sequence[int]],
     """One row for the model of an mmpretrain or mmdet config (with
     ``cfg_options`` merged in), at its input shape; ``shape`` sets height
     and width."""
-    from mmengine.config import Config
     from mmengine.registry import MODELS
-    if not osp.isfile(config):
-        raise ConfigError(f'config file {config} does not exist')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = read_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model = MODELS.build(cfg.model)
     backbone = getattr(model, 'backbone', None)

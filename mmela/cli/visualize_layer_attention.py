@@ -53,22 +53,13 @@ from torch import Tensor, nn
 
 from ..utils.input_shape import input_shape
 from .checkpoints import check_fits, read_state_dict
+from .config import read_config
 from .errors import ConfigError, user_errors
 
 IMAGENET_MEAN_BGR = (103.53, 116.28, 123.675)
 IMAGENET_STD_BGR = (57.375, 57.12, 58.395)
 KINDS = {'light': 'MRLA-L', 'base': 'MRLA-B'}
 PRUNED_COLOUR, UNDEFINED_COLOUR = '0.85', '#f2b8b5'
-
-
-def read_config(config: str, cfg_options: Optional[dict] = None) -> Config:
-    """The config with ``cfg_options`` merged in."""
-    if not osp.isfile(config):
-        raise ConfigError(f'config file {config} does not exist')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def build_model(config: Union[str, Config], checkpoint: Optional[str] = None,

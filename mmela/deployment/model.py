@@ -214,27 +214,6 @@ class Normalize(nn.Module):
             f'normalize={self.mean is not None}'
 
 
-class ClassifierGraph(nn.Module):
-    """An mmpretrain classifier: images in, logits out."""
-    kind = 'classifier (images -> logits)'
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.normalize = Normalize(
-            getattr(model, 'data_preprocessor', None),
-            input_channels(model.backbone))
-        self.backbone = model.backbone
-        self.neck = model.neck if getattr(model, 'with_neck', False) \
-            else None
-        self.head = model.head
-
-    def forward(self, images: Tensor) -> Tensor:
-        feats = self.backbone(self.normalize(images))
-        if self.neck is not None:
-            feats = self.neck(feats)
-        return self.head(feats)
-
-
 class BackboneNeckGraph(nn.Module):
     """An mmdet detector's backbone and neck: images in, a tuple of feature
     maps out (the input of its heads)."""
@@ -249,11 +228,24 @@ class BackboneNeckGraph(nn.Module):
         self.neck = model.neck if getattr(model, 'with_neck', False) \
             else None
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+    def features(self, images: Tensor):
         feats = self.backbone(self.normalize(images))
-        if self.neck is not None:
-            feats = self.neck(feats)
-        return tuple(feats)
+        return feats if self.neck is None else self.neck(feats)
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        return tuple(self.features(images))
+
+
+class ClassifierGraph(BackboneNeckGraph):
+    """An mmpretrain classifier: images in, logits out."""
+    kind = 'classifier (images -> logits)'
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self.head = model.head
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
 
 
 def deployable(model: nn.Module, codebase: str) -> nn.Module:
