@@ -7,6 +7,9 @@
 _base_ = '../_base_/fashion_mnist_ela_resnet.py'
 
 model = dict(backbone=dict(layer_attention='light'))
+# lr 0.025, chosen on the validation split (docs/results/fashion_mnist_tune.md:
+# 80.67 against 77.79 at 0.05, more than twice the seed-to-seed SD of 1.27).
+optim_wrapper = dict(optimizer=dict(lr=0.025))
 custom_hooks = [
     dict(type='ELAPruningHook', windows={{_base_.ela_windows}},
          alpha=5.0, beta=1.0, tau=0.3),

@@ -324,7 +324,7 @@ def test_smoke_experiment_trains_prunes_tests_and_reports(smoke):
         'EBQM', 'raw threshold', 'fixed count']
     assert all(0 <= r['mean_jaccard'] <= 1 for r in ablation['rows'])
     md = (results / 'fashion_mnist.md').read_text()
-    assert 'SMOKE RUN' in md and '| ELA | 1 |' in md
+    assert 'SMOKE RUN' in md and '| ELA | 0.025 | 1 |' in md
     assert (results / 'fashion_mnist.png').read_bytes()[:4] == b'\x89PNG'
 
     # A rerun skips finished runs and resumes an unfinished one (here: one
@@ -384,7 +384,7 @@ def test_full_data_experiment_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = tmp_path / 'runs' / 'results'
     md = (results / 'fashion_mnist_full.md').read_text()
-    assert 'SMOKE RUN' in md and '| ELA | 1 |' in md
+    assert 'SMOKE RUN' in md and '| ELA | 0.1 | 1 |' in md
     run = json.loads((results / 'fashion_mnist_full' / 'ela_seed0.json')
                      .read_text())
     assert run['provenance']['commit']

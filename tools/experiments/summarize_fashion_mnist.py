@@ -165,15 +165,18 @@ def implementations(work_dir: str) -> List[str]:
                    IMPL_LINE.findall(_logs(work_dir))})
 
 
-def hook_settings(work_dir: str) -> Optional[dict]:
-    """ELAPruningHook's settings in the resolved config mmengine dumped
-    into the work dir (None without the hook)."""
+def resolved_config(work_dir: str):
+    """The resolved config mmengine dumped into the work dir."""
     from mmengine.config import Config
     dumped = sorted(glob.glob(osp.join(work_dir, '*.py')))
     if not dumped:
         raise SummaryError(f'{work_dir}: no resolved config (*.py) in the '
                            f'work dir; rerun the run')
-    cfg = Config.fromfile(dumped[0])
+    return Config.fromfile(dumped[0])
+
+
+def hook_settings(cfg) -> Optional[dict]:
+    """ELAPruningHook's settings in a resolved config (None without it)."""
     hooks = [dict(h) for h in cfg.get('custom_hooks') or []
              if h.get('type') == 'ELAPruningHook']
     return hooks[0] if hooks else None
@@ -226,10 +229,13 @@ def summarize_run(root: str, method: str, seed: int,
     val = [e['accuracy/top1'] for e in scalars if 'accuracy/top1' in e]
     with open(osp.join(wd, 'test.json')) as f:
         test = json.load(f)
-    hook = hook_settings(wd)
+    cfg = resolved_config(wd)
+    hook = hook_settings(cfg)
     run = dict(
         run=name, method=method, seed=seed,
         provenance=read_provenance(wd),
+        lr=cfg.optim_wrapper.optimizer.lr,
+        batch_size=cfg.train_dataloader.batch_size,
         splits=found,
         samples={s: v['samples'] for s, v in found.items()},
         layer_attention=implementations(wd),
@@ -477,9 +483,9 @@ def markdown(runs: List[dict], abl: Optional[dict], stats: dict, args,
         f' ({len(runs)} runs); files read (their sha256 are in each run\'s '
         f'JSON): ' + '; '.join(files) + '.',
         '',
-        '| method | runs | val top-1 | test top-1 | retrievals on (mean; '
+        '| method | lr | runs | val top-1 | test top-1 | retrievals on (mean; '
         'per seed) | s / epoch | vs plain | vs MRLA-B |',
-        '|---|---|---|---|---|---|---|---|',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     for m, rs in by_method.items():
         if not rs:
@@ -491,12 +497,18 @@ def markdown(runs: List[dict], abl: Optional[dict], stats: dict, args,
         else:
             kept = 'all' if m != 'plain' else '-'
         est = stats['per_method'][m]
+        lrs = '/'.join(sorted({f"{r['lr']:g}" for r in rs}))
         lines.append(
-            f"| {NAMES[m]} | {len(rs)} | {fmt_estimate(est['val'])} | "
+            f"| {NAMES[m]} | {lrs} | {len(rs)} | {fmt_estimate(est['val'])} | "
             f"{fmt_estimate(est['test'])} | {kept} | "
             f"{mean_epoch[m]:.1f} | {ratio(m, 'plain')} | "
             f"{ratio(m, 'mrla_base')} |")
-    lines += ['', 'Top-1 in %: mean ± sample standard deviation (ddof 1) '
+    batches = '/'.join(sorted({str(r['batch_size']) for r in runs}))
+    lines += ['', f'lr: each method\'s, from its config (batch {batches}'
+              + ('; chosen on the validation split, '
+                 'docs/results/fashion_mnist_tune.md' if
+                 args.name == 'fashion_mnist' else '') + '). '
+              'Top-1 in %: mean ± sample standard deviation (ddof 1) '
               '[95% t-interval of the mean]. s / epoch: training time per '
               'epoch (logged iteration times), mean over all epochs and '
               'seeds; ratios are of these means, measured in this experiment '
