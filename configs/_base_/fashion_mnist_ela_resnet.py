@@ -21,9 +21,9 @@
 #
 # Two threads on a loaded 2-core machine were 4-10x slower than one (OpenMP
 # threads wait for each other's time slice), so the experiment wants the
-# machine to itself. At batch 32 (two threads, an otherwise idle machine):
-# 16-20 s per epoch for plain, 27-32 MRLA-B, 24-27 MRLA-L, 21-23 ELA, and
-# 79 min for the whole experiment.
+# machine to itself. At batch 32 (two threads, an otherwise idle machine,
+# commit f003f65): 13-14 s per epoch for plain, 22-24 MRLA-B, 19-22 MRLA-L,
+# 15-20 ELA, and 66 min for the whole experiment.
 #
 # Depth: ResNet-38 (9n+2, n=4) is the smallest depth with more than one
 # adjacent pair per stage to rank (3 per stage, 9 in all). ResNet-20 has one

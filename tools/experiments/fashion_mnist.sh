@@ -21,8 +21,7 @@
 #
 # Schedule (configs/_base_/fashion_mnist_ela_resnet.py, where the choice is
 # explained): ResNet-38, 12 epochs of the first 2,560 training images; the
-# whole experiment took 79 min on the 2-core CPU, which it had (mostly) to
-# itself.
+# whole experiment took 66 min on the 2-core CPU, which it had to itself.
 #
 # Environment:
 #   FASHION_MNIST_SMOKE=1  tiny version for tests: 64 training images,
