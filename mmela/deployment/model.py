@@ -32,6 +32,7 @@ from torch.utils._sympy.numbers import int_oo  # torch.export's "no limit"
 from ..compat import allow_mmengine_checkpoint_types
 from ..models import (BaseLayerAttention, LightLayerAttention,
                       set_layer_attention_impl)
+from ..utils.atomic_write import give_default_mode
 
 CODEBASES = ('mmpretrain', 'mmdet')
 INPUT_NAME = 'images'
@@ -57,6 +58,7 @@ def atomic_output(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        give_default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):

@@ -6,6 +6,15 @@ import tempfile
 from typing import Union
 
 
+def give_default_mode(path: str) -> None:
+    """Give ``path`` the permissions ``open()`` would have given a new file
+    (0o666 less the umask): ``tempfile.mkstemp`` makes its files private to
+    their owner, which a file renamed into place should not stay."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_atomic(path: str, content: Union[str, bytes]) -> None:
     """Write ``content`` to a temporary file beside ``path``, flush it to
     disk, then rename it over ``path``: a crash leaves the old file or the
@@ -19,7 +28,7 @@ def write_atomic(path: str, content: Union[str, bytes]) -> None:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private to its owner
+        give_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -9,6 +9,7 @@ half of the retrievals pruned in their checkpoints."""
 import os
 import os.path as osp
 import re
+import stat
 import subprocess
 import sys
 
@@ -237,6 +238,10 @@ def test_strip_keeps_the_masks_and_the_outputs(tmp_path, capsys,
     assert 'retrievals: 4 of 8 on' in printed
     assert 'dropped: ela_pruning, message_hub, optimizer' in printed
     assert osp.getsize(out) < osp.getsize(source)
+    plain = tmp_path / 'plain_file'
+    plain.write_text('')  # what open() gives a new file under this umask
+    assert stat.S_IMODE(os.stat(out).st_mode) == stat.S_IMODE(
+        os.stat(plain).st_mode)
 
     original = torch.load(source, map_location='cpu', weights_only=False)
     stripped = torch.load(out, map_location='cpu', weights_only=True)
