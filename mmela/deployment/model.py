@@ -22,7 +22,6 @@ import contextlib
 import os
 import os.path as osp
 import re
-import tempfile
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -32,7 +31,7 @@ from torch.utils._sympy.numbers import int_oo  # torch.export's "no limit"
 from ..compat import allow_mmengine_checkpoint_types
 from ..models import (BaseLayerAttention, LightLayerAttention,
                       set_layer_attention_impl)
-from ..utils.atomic_write import give_default_mode
+from ..utils.atomic_write import create_temp_file
 
 CODEBASES = ('mmpretrain', 'mmdet')
 INPUT_NAME = 'images'
@@ -53,12 +52,10 @@ def atomic_output(path: str) -> Iterator[str]:
         raise DeployError(f'{path}: the folder {folder} does not exist')
     name = osp.basename(path)
     ext = osp.splitext(name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.partial{ext}',
-                               dir=folder)
+    fd, tmp = create_temp_file(folder, f'.{name}.', f'.partial{ext}')
     os.close(fd)
     try:
         yield tmp
-        give_default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):

@@ -2,17 +2,24 @@
 import json
 import os
 import os.path as osp
-import tempfile
-from typing import Union
+import uuid
+from typing import Tuple, Union
 
 
-def give_default_mode(path: str) -> None:
-    """Give ``path`` the permissions ``open()`` would have given a new file
-    (0o666 less the umask): ``tempfile.mkstemp`` makes its files private to
-    their owner, which a file renamed into place should not stay."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def create_temp_file(directory: str, prefix: str,
+                     suffix: str) -> Tuple[int, str]:
+    """Create a new file with a unique name in ``directory`` and return
+    ``(fd, path)``, like ``tempfile.mkstemp`` but with the permissions
+    ``open()`` gives a new file (0o666 less the umask, applied by the
+    system) rather than mkstemp's owner-only ones, since the file is
+    renamed into place as the result."""
+    while True:
+        path = osp.join(directory, f'{prefix}{uuid.uuid4().hex[:12]}{suffix}')
+        try:
+            return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                           0o666), path
+        except FileExistsError:
+            continue
 
 
 def write_atomic(path: str, content: Union[str, bytes]) -> None:
@@ -21,14 +28,12 @@ def write_atomic(path: str, content: Union[str, bytes]) -> None:
     new one, never a mix. Creates the folder if needed."""
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(path)}.',
-                               suffix='.tmp')
+    fd, tmp = create_temp_file(directory, f'.{osp.basename(path)}.', '.tmp')
     try:
         with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        give_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

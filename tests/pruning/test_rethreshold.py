@@ -6,12 +6,15 @@ The reproduction of a real run's masks (reports written by the hook during
 training) is tested in tests/e2e/test_fashion_mnist.py.
 """
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 
 from mmela.cli import rethreshold
 from mmela.pruning import adjacent_pairs, decide, replay, reproduces
+from mmela.pruning.report import write_reports
 
 SETTING = dict(method='ebqm', tau=0.3,
                params=dict(gamma=0.5, alpha=5.0, beta=1.0))
@@ -146,3 +149,19 @@ def test_bad_reports(tmp_path, capsys, content, message):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ')
     assert message in lines[0]
+
+
+def test_the_report_is_written_whole_with_a_new_files_permissions(tmp_path):
+    """write_reports goes through a temporary file renamed into place; the
+    result is readable as any file the user creates is (not private to
+    its owner, as a temporary file is), and no temporary file is left."""
+    path = tmp_path / 'ela_pruning.json'
+    reports = [dict(window=[1, 1], masks=[[True, False]])]
+    write_reports(str(path), reports)
+    plain = tmp_path / 'plain_file'
+    plain.write_text('')
+    assert json.loads(path.read_text()) == reports
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(
+        os.stat(plain).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'ela_pruning.json', 'plain_file']
