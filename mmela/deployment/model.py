@@ -19,7 +19,6 @@ removes the modules of pruned retrievals, so neither their operators nor
 their weights reach an exported graph.
 """
 import contextlib
-import os
 import os.path as osp
 import re
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -31,7 +30,7 @@ from torch.utils._sympy.numbers import int_oo  # torch.export's "no limit"
 from ..compat import allow_mmengine_checkpoint_types
 from ..models import (BaseLayerAttention, LightLayerAttention,
                       set_layer_attention_impl)
-from ..utils.atomic_write import create_temp_file
+from ..utils.atomic_write import atomic_path
 
 CODEBASES = ('mmpretrain', 'mmdet')
 INPUT_NAME = 'images'
@@ -44,22 +43,14 @@ class DeployError(ValueError):
 # ------------------------------------------------------------ files
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
-    """A temporary path next to ``path`` (same extension) for the body to
-    write; renamed to ``path`` when the body succeeds, removed when it
-    fails, so ``path`` is either the whole new file or untouched."""
+    """:func:`~mmela.utils.atomic_write.atomic_path`, with the temporary
+    file keeping the extension of ``path``, and a missing folder said in
+    one line."""
     folder = osp.dirname(osp.abspath(path))
     if not osp.isdir(folder):
         raise DeployError(f'{path}: the folder {folder} does not exist')
-    name = osp.basename(path)
-    ext = osp.splitext(name)[1]
-    fd, tmp = create_temp_file(folder, f'.{name}.', f'.partial{ext}')
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix='.partial' + osp.splitext(path)[1]) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
 
 
 def require_file(path: str, what: str) -> None:

@@ -1,9 +1,10 @@
 """Writing files so that a reader never sees a half-written one."""
+import contextlib
 import json
 import os
 import os.path as osp
 import uuid
-from typing import Tuple, Union
+from typing import Iterator, Tuple, Union
 
 
 def create_temp_file(directory: str, prefix: str,
@@ -22,22 +23,33 @@ def create_temp_file(directory: str, prefix: str,
             continue
 
 
-def write_atomic(path: str, content: Union[str, bytes]) -> None:
-    """Write ``content`` to a temporary file beside ``path``, flush it to
-    disk, then rename it over ``path``: a crash leaves the old file or the
-    new one, never a mix. Creates the folder if needed."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = create_temp_file(directory, f'.{osp.basename(path)}.', '.tmp')
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = '.tmp') -> Iterator[str]:
+    """A new empty file beside ``path`` (named ``.<name>.<random><suffix>``)
+    for the body to write; renamed over ``path`` when the body succeeds,
+    removed when it fails, so ``path`` is either the whole new file or
+    untouched. The folder must exist."""
+    fd, tmp = create_temp_file(osp.dirname(osp.abspath(path)),
+                               f'.{osp.basename(path)}.', suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def write_atomic(path: str, content: Union[str, bytes]) -> None:
+    """Write ``content`` through :func:`atomic_path`, flushed to disk before
+    the rename: a crash leaves the old file or the new one, never a mix.
+    Creates the folder if needed."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb' if isinstance(content, bytes) else 'w') as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_json_atomic(path: str, data, indent: int = 2) -> None:
